@@ -1,0 +1,197 @@
+"""The do-not-call list: a Redis SET of E.164 numbers that no campaign ever dials.
+
+Numbers are normalised before they are stored, so "(415) 555-2671" on the list blocks a contact
+written "+1 415 555 2671". Files are read as a stream and written in batches, so a list of millions of
+numbers needs neither much memory nor one round trip per number.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import structlog
+
+from campaigns.numbers import InvalidNumber, normalise_number
+from dialer import constants
+
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator, Sequence
+    from pathlib import Path
+
+    from redis.asyncio import Redis
+
+
+log = structlog.get_logger(__name__)
+
+BATCH = 1000
+#: Column names (case-insensitive) that hold the number when a DNC file is a CSV with a header.
+NUMBER_COLUMNS = ('phone', 'number', 'phone_number', 'phonenumber', 'msisdn', 'e164', 'mobile', 'telephone')
+#: Invalid lines kept for the report; the count beyond this is still exact.
+MAX_REPORTED_INVALID = 100
+
+
+@dataclass
+class ImportSummary:
+    """What importing a DNC file did. ``invalid`` holds (line number, reason) for the first lines."""
+
+    added: int = 0
+    already_listed: int = 0
+    invalid_count: int = 0
+    invalid: list[tuple[int, str]] = field(default_factory=list)
+
+    @property
+    def valid(self) -> int:
+        return self.added + self.already_listed
+
+    def reject(self, line: int, reason: str) -> None:
+        self.invalid_count += 1
+        if len(self.invalid) < MAX_REPORTED_INVALID:
+            self.invalid.append((line, reason))
+
+
+def _normalise_all(numbers: Iterable[str], region: str) -> Iterator[str]:
+    for position, raw in enumerate(numbers, start=1):
+        try:
+            yield normalise_number(raw, region)
+        except InvalidNumber as exc:
+            raise InvalidNumber(f'number #{position} ({raw!r}): {exc.reason}') from None
+
+
+def _batches(numbers: Iterable[str]) -> Iterator[list[str]]:
+    iterator = iter(numbers)
+    while batch := list(itertools.islice(iterator, BATCH)):
+        yield batch
+
+
+async def add_numbers(redis: Redis, numbers: Iterable[str], region: str) -> int:
+    """Put numbers on the list; returns how many were not on it yet.
+
+    Every number is checked before any is written, so a typo adds nothing (InvalidNumber names it).
+    """
+    normalised = list(_normalise_all(numbers, region))
+    added = 0
+    for batch in _batches(normalised):
+        added += await redis.sadd(constants.DNC, *batch)
+    log.info('dnc.added', added=added, given=len(normalised))
+    return added
+
+
+async def remove_numbers(redis: Redis, numbers: Iterable[str], region: str) -> int:
+    """Take numbers off the list; returns how many were on it."""
+    normalised = list(_normalise_all(numbers, region))
+    removed = 0
+    for batch in _batches(normalised):
+        removed += await redis.srem(constants.DNC, *batch)
+    log.info('dnc.removed', removed=removed, given=len(normalised))
+    return removed
+
+
+async def is_blocked(redis: Redis, number: str) -> bool:
+    """Whether an E.164 number is on the list."""
+    return bool(await redis.sismember(constants.DNC, number))
+
+
+async def blocked_among(redis: Redis, numbers: Sequence[str]) -> set[str]:
+    """The E.164 numbers among ``numbers`` that are on the list, in one round trip per batch."""
+    blocked: set[str] = set()
+    for start in range(0, len(numbers), BATCH):
+        batch = list(numbers[start : start + BATCH])
+        flags = await redis.smismember(constants.DNC, batch)
+        blocked.update(number for number, flag in zip(batch, flags, strict=True) if flag)
+    return blocked
+
+
+async def import_file(redis: Redis, path: Path, region: str) -> ImportSummary:
+    """Add every number in a file to the list.
+
+    The file holds one number per line, or is a CSV whose header names a phone column (see
+    NUMBER_COLUMNS). Blank lines and lines starting with ``#`` are skipped. Invalid lines are reported
+    with their line numbers and not added; the valid ones are added in batches of BATCH.
+    """
+    summary = ImportSummary()
+    batch: list[str] = []
+
+    async def flush() -> None:
+        added: int = await redis.sadd(constants.DNC, *batch)
+        summary.added += added
+        summary.already_listed += len(batch) - added
+        batch.clear()
+
+    # A stray non-UTF-8 byte spoils only its own line (reported invalid), not the whole import.
+    with path.open(encoding='utf-8-sig', errors='replace', newline='') as handle:
+        for line, raw in _numbers_in(handle, path):
+            try:
+                batch.append(normalise_number(raw, region))
+            except InvalidNumber as exc:
+                summary.reject(line, exc.reason)
+                continue
+            if len(batch) >= BATCH:
+                await flush()
+    if batch:
+        await flush()
+    log.info(
+        'dnc.imported',
+        file=path.name,
+        added=summary.added,
+        already_listed=summary.already_listed,
+        invalid=summary.invalid_count,
+    )
+    return summary
+
+
+def _numbers_in(lines: Iterable[str], path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, raw number) for every line of a DNC file that is not blank or a comment."""
+    iterator = iter(lines)
+    for line, text in enumerate(iterator, start=1):
+        stripped = text.strip()
+        if not stripped or stripped.startswith('#'):
+            continue
+        column = _number_column(stripped, path, line)
+        if column is None:
+            yield line, stripped
+            yield from _plain_lines(iterator, line)
+        else:
+            yield from _csv_rows(iterator, line, column)
+        return
+
+
+def _number_column(first: str, path: Path, line: int) -> int | None:
+    """The index of the phone column when ``first`` is a CSV header, else None (a plain list)."""
+    header = [cell.strip().lower() for cell in next(csv.reader([first]))]
+    matches = [i for i, name in enumerate(header) if name in NUMBER_COLUMNS]
+    if not matches:
+        if len(header) > 1 and not any(any(ch.isdigit() for ch in cell) for cell in header):
+            raise ValueError(
+                f'{path}:{line}: CSV header has no phone column (expected one of {", ".join(NUMBER_COLUMNS)})'
+            )
+        return None
+    if len(matches) > 1:
+        names = ', '.join(header[i] for i in matches)
+        raise ValueError(f'{path}:{line}: CSV header has several phone columns ({names}); keep one')
+    return matches[0]
+
+
+def _plain_lines(lines: Iterator[str], last_line: int) -> Iterator[tuple[int, str]]:
+    for line, text in enumerate(lines, start=last_line + 1):
+        stripped = text.strip()
+        if stripped and not stripped.startswith('#'):
+            yield line, stripped
+
+
+def _csv_rows(lines: Iterator[str], header_line: int, column: int) -> Iterator[tuple[int, str]]:
+    reader = csv.reader(lines)
+    for row in reader:
+        # reader.line_num counts physical lines read so far, which keeps quoted multi-line cells honest.
+        line = header_line + reader.line_num
+        if not row or not any(cell.strip() for cell in row) or row[0].lstrip().startswith('#'):
+            continue
+        # The line a row starts on is the one a user looks for; a multi-line row ends on reader.line_num.
+        yield line - _extra_lines(row), row[column] if column < len(row) else ''
+
+
+def _extra_lines(row: Sequence[str]) -> int:
+    return sum(cell.count('\n') for cell in row)

@@ -1,0 +1,403 @@
+"""Streaming a contacts CSV into a campaign in Redis.
+
+The file is read once, in batches: worker processes check and normalise the rows of a batch
+(phonenumbers parsing is the CPU cost) while this process writes earlier batches to Redis, one Lua
+script call per batch. Batches are written in file order, so which of two duplicate rows wins and the
+line numbers in the rejects file never depend on timing. Memory stays bounded: a handful of batches
+are in flight, and duplicates are found by Redis, not by a set of every number seen.
+
+Loads are idempotent per file content (SHA-256): a file already loaded is skipped whole, and re-running
+an interrupted load finds its rows in place ("already loaded") instead of reporting duplicates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import csv
+import hashlib
+import itertools
+import json
+import os
+import re
+import sys
+from collections import Counter, deque
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from multiprocessing import get_context
+from typing import TYPE_CHECKING, Any, TextIO
+
+import structlog
+from phonenumbers import re_util
+from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
+
+from campaigns.csvfile import CheckedBatch, CsvError, CsvReader, Layout, Rejected, RowChecker, open_csv
+from campaigns.lifecycle import save_config
+from dialer import constants as k
+from dialer.scripts import Scripts, register
+
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Iterator
+    from pathlib import Path
+
+    from redis.asyncio import Redis
+    from redis.commands.core import AsyncScript
+
+    from dialer.models import CampaignConfig
+
+
+log = structlog.get_logger(__name__)
+
+#: Below this size the rows are checked in this process: starting workers costs more than it saves.
+PARALLEL_MIN_BYTES = 2 * 1024 * 1024
+#: Batches checked ahead of the Redis writer, per worker (bounds memory, keeps workers busy).
+_AHEAD_PER_WORKER = 2
+
+#: fork where it exists: workers start at once and never re-import the caller's main module (which
+#: spawn does, breaking scripts without a ``__main__`` guard). The loader starts no threads of its own.
+_START_METHOD = 'fork' if sys.platform.startswith('linux') else 'spawn'
+
+_E164 = re.compile(r'\+[1-9]\d{6,14}')
+_FORMULA_START = ('=', '+', '-', '@', '\t', '\r')
+
+Row = tuple[int, list[str]]
+
+
+@dataclass
+class LoadSummary:
+    rows: int = 0
+    accepted: int = 0
+    #: Rows whose contact an earlier, interrupted run of the same file already stored.
+    already_loaded: int = 0
+    rejected: int = 0
+    rejects_by_reason: dict[str, int] = field(default_factory=dict)
+    digest: str = ''
+    #: The same file (by content) was loaded completely before; nothing was read or written.
+    skipped_whole_file: bool = False
+
+
+def file_digest(path: Path) -> str:
+    with path.open('rb') as handle:
+        return hashlib.file_digest(handle, 'sha256').hexdigest()
+
+
+def neutralise(value: str) -> str:
+    """Keep a spreadsheet from running a cell of the rejects file as a formula (CSV injection)."""
+    if value.startswith(_FORMULA_START) and not _E164.fullmatch(value):
+        return "'" + value
+    return value
+
+
+class RejectsWriter:
+    """The rejects CSV: ``line,reason,phone,contact_id``, written as rows are rejected."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._handle: TextIO = path.open('w', newline='', encoding='utf-8', errors='replace')
+        self._writer = csv.writer(self._handle)
+        self._writer.writerow(['line', 'reason', 'phone', 'contact_id'])
+
+    def write(self, rejects: list[Rejected]) -> None:
+        self._writer.writerows(
+            [str(r.line), neutralise(r.message), neutralise(r.phone), neutralise(r.raw_id)] for r in rejects
+        )
+
+    def close(self) -> None:
+        self._handle.close()
+
+
+# --- checking rows, here or in worker processes ---------------------------------------------------
+
+_worker_checker: RowChecker | None = None
+
+
+def _init_worker(checker: RowChecker) -> None:
+    global _worker_checker  # noqa: PLW0603  one checker per worker process, set once at start
+    _worker_checker = checker
+    re_util.enable_pattern_cache()
+
+
+def _check_in_worker(rows: list[Row]) -> CheckedBatch:
+    assert _worker_checker is not None
+    return _worker_checker.check_batch(rows)
+
+
+def default_workers(size: int) -> int:
+    if size < PARALLEL_MIN_BYTES:
+        return 0
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return min(cpus, 8)
+
+
+class _Checkers:
+    """Checks batches in order, in a process pool when ``workers`` > 0, otherwise inline."""
+
+    def __init__(self, checker: RowChecker, workers: int) -> None:
+        self.checker = checker
+        self.ahead = max(1, workers * _AHEAD_PER_WORKER)
+        self._pool: ProcessPoolExecutor | None = None
+        if workers > 0:
+            self._pool = ProcessPoolExecutor(
+                workers, mp_context=get_context(_START_METHOD), initializer=_init_worker, initargs=(checker,)
+            )
+        # the rows stay here: workers answer with positions, which keeps what they send back small
+        self._pending: deque[tuple[list[Row], Awaitable[CheckedBatch]]] = deque()
+
+    def submit(self, rows: list[Row]) -> None:
+        future: Awaitable[CheckedBatch]
+        if self._pool is None:
+            done: asyncio.Future[CheckedBatch] = asyncio.get_running_loop().create_future()
+            done.set_result(self.checker.check_batch(rows))
+            future = done
+        else:
+            future = asyncio.wrap_future(self._pool.submit(_check_in_worker, rows))
+        self._pending.append((rows, future))
+
+    @property
+    def full(self) -> bool:
+        return len(self._pending) >= self.ahead
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    async def next(self) -> tuple[list[Row], CheckedBatch]:
+        rows, future = self._pending.popleft()
+        return rows, await future
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+# --- writing to Redis --------------------------------------------------------------------------
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class _Writer:
+    """Writes checked batches with the add_contacts script and keeps the tallies."""
+
+    def __init__(self, redis: Redis, config: CampaignConfig, rejects: RejectsWriter, layout: Layout) -> None:
+        self.layout = layout
+        self.script: AsyncScript = register(redis, 'add_contacts')
+        name = config.name
+        self.keys = [
+            k.CLOCK_OFFSET,
+            k.campaign(name),
+            k.campaign_contacts(name),
+            k.campaign_ids(name),
+            k.campaign_due(name),
+        ]
+        self.check_ids = '0' if layout.contact_id is None else '1'
+        self.rejects = rejects
+        self.summary = LoadSummary()
+        self.reasons: Counter[str] = Counter()
+
+    def _rejected(self, row: Row, reason: str, detail: str) -> Rejected:
+        phone, raw_id = self.layout.raw_phone_and_id(row[1])
+        return Rejected(row[0], reason, detail, phone, raw_id)
+
+    async def write(self, rows: list[Row], batch: CheckedBatch) -> None:
+        rejected = [self._rejected(rows[position], reason, detail) for position, reason, detail in batch.rejected]
+        if batch.accepted:
+            codes = await self.script(keys=self.keys, args=[self.check_ids, *batch.args])
+            for position, raw in zip(batch.accepted, codes, strict=True):
+                code = _text(raw)
+                if code == 'ok':
+                    self.summary.accepted += 1
+                elif code == 'already':
+                    self.summary.already_loaded += 1
+                elif code.startswith('dup_id:'):
+                    row = rows[position]
+                    raw_id = self.layout.raw_phone_and_id(row[1])[1].strip()
+                    detail = f'contact_id {raw_id!r} is already used on line {code[7:]}'
+                    rejected.append(self._rejected(row, 'duplicate contact_id', detail))
+                else:
+                    detail = f'same number as line {code.removeprefix("dup:")}'
+                    rejected.append(self._rejected(rows[position], 'duplicate phone', detail))
+        if rejected:
+            rejected.sort(key=lambda r: r.line)
+            self.rejects.write(rejected)
+            self.reasons.update(r.reason for r in rejected)
+        self.summary.rows += len(rows)
+        self.summary.rejected += len(rejected)
+
+
+# --- the load ------------------------------------------------------------------------------------
+
+
+async def _load_status(redis: Redis, name: str, digest: str) -> dict[str, Any] | None:
+    raw = await redis.hget(k.campaign_loads(name), digest)
+    return json.loads(raw) if raw else None
+
+
+async def _set_load_status(redis: Redis, name: str, digest: str, status: dict[str, Any]) -> None:
+    await redis.hset(k.campaign_loads(name), digest, json.dumps(status, separators=(',', ':')))
+
+
+def _progress_bar() -> Progress:
+    return Progress(
+        '[progress.description]{task.description}',
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        transient=False,
+    )
+
+
+async def load_contacts(
+    redis: Redis,
+    config: CampaignConfig,
+    csv_path: Path,
+    *,
+    rejects_path: Path,
+    progress: bool = False,
+    batch_size: int = 2000,
+    workers: int | None = None,
+) -> LoadSummary:
+    """Load a contacts CSV into ``config``'s campaign (created if new); see the module docstring.
+
+    Raises ``CsvError`` for a file that cannot be loaded: before anything is written when the problem
+    is in the file's head or header; after the rows before it were loaded (and with the load recorded
+    as failed) when it is further down. ``workers``: parser processes (None = one per CPU for files
+    over a few MB, 0 = check rows in this process).
+    """
+    with open_csv(csv_path) as reader:
+        rows = reader.rows()
+        # A broken row in the first batch (every small bad file) fails before anything is written.
+        first = list(itertools.islice(rows, batch_size))
+        batches = itertools.chain([first] if first else [], _batches(rows, batch_size))
+        now_ms = await Scripts(redis).now_ms()
+        await save_config(redis, config)
+        digest = file_digest(csv_path)  # not in a thread: a thread would be forked with the workers
+        previous = await _load_status(redis, config.name, digest)
+        if previous is not None and previous.get('status') == 'done':
+            log.info('contacts_file_already_loaded', campaign=config.name, file=csv_path.name, digest=digest)
+            return LoadSummary(already_loaded=int(previous.get('accepted', 0)), digest=digest, skipped_whole_file=True)
+        checker = RowChecker(
+            reader.layout,
+            config.default_region,
+            config.default_timezone,
+            config.hours,
+            datetime.fromtimestamp(now_ms / 1000, UTC),
+        )
+        workers = default_workers(reader.size) if workers is None else workers
+        rejects = RejectsWriter(rejects_path)
+        try:
+            writer = _Writer(redis, config, rejects, reader.layout)
+            finish = _Finish(redis, config, reader.path.name, digest, previous, writer)
+            await _set_load_status(redis, config.name, digest, {'status': 'loading', 'file': reader.path.name})
+            await Scripts(redis).lifecycle(config.name, config.trunk, 'load_start', digest)
+            try:
+                await _stream(reader, batches, writer, _Checkers(checker, workers), progress)
+            except CsvError as exc:
+                await finish(failure=(exc.line, exc.message))
+                raise
+            except Exception as exc:
+                # Redis went away or a bug: record what is known if Redis still answers, then re-raise
+                with contextlib.suppress(Exception):
+                    await finish(failure=(None, f'load interrupted: {exc}'))
+                raise
+            return await finish()
+        finally:
+            rejects.close()
+
+
+@dataclass
+class _Finish:
+    """Records a load's outcome: the loads hash entry, the rejected counter, the end of 'loading'."""
+
+    redis: Redis
+    config: CampaignConfig
+    file: str
+    digest: str
+    previous: dict[str, Any] | None
+    writer: _Writer
+
+    async def __call__(self, failure: tuple[int | None, str] | None = None) -> LoadSummary:
+        name = self.config.name
+        summary = self.writer.summary
+        summary.digest = self.digest
+        summary.rejects_by_reason = dict(self.writer.reasons)
+        # Each file's rejects count once in the campaign's counter, however often it is re-run.
+        counted = int((self.previous or {}).get('rejected', 0))
+        if summary.rejected != counted:
+            await self.redis.hincrby(k.campaign(name), 'rejected', summary.rejected - counted)
+        status: dict[str, Any] = {
+            'status': 'done' if failure is None else 'failed',
+            'file': self.file,
+            'rows': summary.rows,
+            'accepted': summary.accepted + summary.already_loaded,
+            'rejected': summary.rejected,
+            'rejects_by_reason': summary.rejects_by_reason,
+        }
+        if failure is not None:
+            status['line'], status['message'] = failure
+        await _set_load_status(self.redis, name, self.digest, status)
+        await Scripts(self.redis).lifecycle(name, self.config.trunk, 'load_end', self.digest)
+        log.info(
+            'contacts_loaded' if failure is None else 'contacts_load_failed',
+            campaign=name,
+            file=self.file,
+            rows=summary.rows,
+            accepted=summary.accepted,
+            already_loaded=summary.already_loaded,
+            rejected=summary.rejected,
+            **({} if failure is None else {'line': failure[0], 'error': failure[1]}),
+        )
+        return summary
+
+
+def _batches(rows: Iterator[Row], size: int) -> Iterator[list[Row]]:
+    chunk: list[Row] = []
+    try:
+        for row in rows:
+            chunk.append(row)
+            if len(chunk) >= size:
+                yield chunk
+                chunk = []
+    except CsvError:
+        # the rows before the broken one are still loaded, so a fixed file completes the load
+        if chunk:
+            yield chunk
+        raise
+    if chunk:
+        yield chunk
+
+
+async def _stream(
+    reader: CsvReader, batches: Iterator[list[Row]], writer: _Writer, checkers: _Checkers, progress: bool
+) -> None:
+    bar = _progress_bar() if progress else None
+    task = bar.add_task(f'loading {reader.path.name}', total=reader.size) if bar else None
+    if bar:
+        bar.start()
+    fatal: CsvError | None = None
+    try:
+        try:
+            for chunk in batches:
+                checkers.submit(chunk)
+                while checkers.full:
+                    await writer.write(*await checkers.next())
+                    if bar and task is not None:
+                        bar.update(task, completed=reader.position())
+        except CsvError as exc:
+            fatal = exc
+        while len(checkers):
+            await writer.write(*await checkers.next())
+        if bar and task is not None:
+            bar.update(task, completed=reader.position())
+    finally:
+        checkers.close()
+        if bar:
+            bar.stop()
+    if fatal is not None:
+        raise fatal

@@ -1,0 +1,141 @@
+"""Every Redis key the dialer writes, in one place.
+
+Each key has an owner that deletes it or a TTL:
+- campaign keys are owned by the campaign (``dialer campaign delete`` removes them all);
+- limiter keys carry a PEXPIRE set by the Lua script that writes them;
+- fleet-wide keys (queue, tracking, claimed, dnc) are bounded by the campaigns they serve.
+
+Campaign and trunk names are restricted to ``[A-Za-z0-9_.-]`` so they can never forge a key.
+"""
+
+from typing import Final
+
+
+PREFIX: Final = 'dialer'
+
+#: arq's queue for dial jobs (a ZSET of job ids, owned by arq).
+QUEUE_NAME: Final = 'dialer:queue'
+
+#: SET of campaign names.
+CAMPAIGNS: Final = 'dialer:campaigns'
+#: SET of E.164 numbers that are never called, in any campaign.
+DNC: Final = 'dialer:dnc'
+#: ZSET attempt id -> Redis ms when the call is next polled (claimed polls are pushed ahead).
+TRACKING: Final = 'dialer:tracking'
+#: ZSET attempt id -> Redis ms after which a claimed, not yet started attempt is re-enqueued.
+CLAIMED: Final = 'dialer:claimed'
+#: STRING, milliseconds added to Redis TIME by every script; set only by tests to travel in time.
+CLOCK_OFFSET: Final = 'dialer:clock:offset_ms'
+#: HASH of fleet-wide totals the exporter reads (SIP billed seconds, calls ...), by campaign.
+ACCOUNT_SLOTS: Final = 'dialer:account:slots'
+ACCOUNT_RATE_SECOND: Final = 'dialer:account:rate:s'
+ACCOUNT_RATE_MINUTE: Final = 'dialer:account:rate:m'
+#: STRING with a TTL: while it exists, no call is created on the account (429 / breaker back-off).
+ACCOUNT_HOLD: Final = 'dialer:account:hold'
+ACCOUNT_FAILURES: Final = 'dialer:account:failures'
+#: HASH trunk name -> JSON of its limits as last applied by a worker (for status and the exporter).
+TRUNK_LIMITS: Final = 'dialer:trunks:limits'
+#: HASH worker id -> JSON heartbeat (for status); entries expire via a sibling ZSET of deadlines.
+WORKERS: Final = 'dialer:workers'
+
+
+def campaign(name: str) -> str:
+    """HASH: ``config`` (JSON), ``state``, and counters maintained atomically by the scripts."""
+    return f'dialer:campaign:{name}'
+
+
+def campaign_contacts(name: str) -> str:
+    """HASH E.164 number -> contact record JSON (id, line, name, timezone, template context)."""
+    return f'dialer:campaign:{name}:contacts'
+
+
+def campaign_ids(name: str) -> str:
+    """HASH contact id -> E.164 number; only when the CSV brings its own ids (duplicate check)."""
+    return f'dialer:campaign:{name}:ids'
+
+
+def campaign_due(name: str) -> str:
+    """ZSET E.164 number -> Redis ms when the contact may next be dialled."""
+    return f'dialer:campaign:{name}:due'
+
+
+def campaign_progress(name: str) -> str:
+    """HASH E.164 number -> contact progress JSON (status, attempts, outcome, attempt times)."""
+    return f'dialer:campaign:{name}:progress'
+
+
+def campaign_attempts(name: str) -> str:
+    """HASH ``<number>:<n>`` -> attempt record JSON (state, call id, times, outcome, billing)."""
+    return f'dialer:campaign:{name}:attempts'
+
+
+def campaign_loads(name: str) -> str:
+    """HASH file digest -> load summary JSON, so loading the same file twice adds nothing."""
+    return f'dialer:campaign:{name}:loads'
+
+
+def campaign_keys(name: str) -> list[str]:
+    """Every key a campaign owns."""
+    return [
+        campaign(name),
+        campaign_contacts(name),
+        campaign_ids(name),
+        campaign_due(name),
+        campaign_progress(name),
+        campaign_attempts(name),
+        campaign_loads(name),
+    ]
+
+
+def trunk_slots(trunk: str) -> str:
+    """ZSET holder (attempt id) -> lease deadline ms: the trunk's concurrent-call semaphore."""
+    return f'dialer:trunk:{trunk}:slots'
+
+
+def trunk_rate(trunk: str) -> str:
+    """STRING: GCRA theoretical arrival time (ms) for the trunk's calls per second."""
+    return f'dialer:trunk:{trunk}:rate'
+
+
+def trunk_hold(trunk: str) -> str:
+    """STRING with a TTL: the trunk's circuit breaker is open while it exists."""
+    return f'dialer:trunk:{trunk}:hold'
+
+
+def trunk_failures(trunk: str) -> str:
+    """STRING counter of consecutive failures on the trunk (circuit breaker), with a TTL."""
+    return f'dialer:trunk:{trunk}:failures'
+
+
+def trunk_campaigns(trunk: str) -> str:
+    """SET of campaigns dialling through the trunk; the pacer serves them in turn."""
+    return f'dialer:trunk:{trunk}:campaigns'
+
+
+def trunk_cursor(trunk: str) -> str:
+    """STRING round-robin cursor over the trunk's campaigns (fair share)."""
+    return f'dialer:trunk:{trunk}:cursor'
+
+
+def attempt_id(campaign_name: str, number: str, attempt: int) -> str:
+    """The id of one dial attempt: sent to Ultravox as metadata and used as arq job id."""
+    return f'{campaign_name}:{number}:{attempt}'
+
+
+def parse_attempt_id(value: str) -> tuple[str, str, int]:
+    """Split an attempt id into (campaign, number, attempt)."""
+    campaign_name, number, attempt = value.rsplit(':', 2)
+    return campaign_name, number, int(attempt)
+
+
+def trunk_unsent(trunk: str) -> str:
+    """ZSET attempt id -> deadline: claimed attempts whose create has not taken its rate token yet.
+
+    Capping it keeps the pacer from claiming far more contacts than the rate limit lets through.
+    """
+    return f'dialer:trunk:{trunk}:unsent'
+
+
+def webhook_seen(signature: str) -> str:
+    """STRING with a TTL of twice the webhook max age: a delivery already accepted (replay guard)."""
+    return f'dialer:webhook:seen:{signature[:64]}'

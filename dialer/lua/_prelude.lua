@@ -1,0 +1,57 @@
+-- Shared by every dialer script (prepended when the script is loaded).
+-- Time always comes from Redis TIME, shifted by the optional test-only offset in KEYS[1], so that no
+-- decision ever depends on a worker's clock.
+local function now_ms()
+  local t = redis.call('TIME')
+  local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local offset = redis.call('GET', KEYS[1])
+  if offset then ms = ms + tonumber(offset) end
+  return ms
+end
+
+local function get_json(hash, field)
+  local raw = redis.call('HGET', hash, field)
+  if raw then return cjson.decode(raw) end
+  return nil
+end
+
+local function set_json(hash, field, value)
+  redis.call('HSET', hash, field, cjson.encode(value))
+end
+
+-- A contact's status and the campaign's counters always move together.
+local function set_status(campaign, progress, status)
+  if progress.s ~= status then
+    if progress.s then redis.call('HINCRBY', campaign, 'n:' .. progress.s, -1) end
+    redis.call('HINCRBY', campaign, 'n:' .. status, 1)
+    progress.s = status
+  end
+end
+
+-- Lease semaphore: drop holders whose lease ran out, then report free capacity.
+local function free_slots(key, limit, now)
+  if limit <= 0 then return 1e9 end
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+  return limit - redis.call('ZCARD', key)
+end
+
+local function hold_slot(key, limit, holder, deadline)
+  if limit <= 0 then return end
+  redis.call('ZADD', key, deadline, holder)
+  -- the key lives exactly as long as its longest lease
+  local last = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
+  redis.call('PEXPIREAT', key, math.floor(tonumber(last[2])) + 1000)
+end
+
+-- A campaign with nothing left to dial or follow is completed and leaves its trunk's rotation.
+local function maybe_complete(campaign, trunk_campaigns, name)
+  local open = 0
+  for _, status in ipairs({'pending', 'dialing', 'in_call', 'retry_wait'}) do
+    open = open + tonumber(redis.call('HGET', campaign, 'n:' .. status) or '0')
+  end
+  -- a campaign whose CSV is still being loaded is not finished, whatever its counters say
+  if open == 0 and redis.call('HEXISTS', campaign, 'loading') == 0 and redis.call('HGET', campaign, 'state') == 'active' then
+    redis.call('HSET', campaign, 'state', 'completed')
+    redis.call('SREM', trunk_campaigns, name)
+  end
+end

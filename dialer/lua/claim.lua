@@ -1,0 +1,70 @@
+-- Claim due contacts for one trunk, holding a trunk slot (and an account slot) for each.
+-- KEYS: 1 clock offset, 2 trunk slots, 3 trunk unsent, 4 trunk hold, 5 account slots,
+--       6 account hold, 7 trunk cursor, 8 claimed, then per campaign: hash, due, progress.
+-- ARGV: 1 trunk limit, 2 account limit (0 = none), 3 unsent cap, 4 batch, 5 claim lease ms,
+--       6.. campaign names (same order as their keys).
+-- Returns {wait_ms, job_ref...}: the job refs claimed, or how long nothing can be claimed.
+local now = now_ms()
+for _, hold in ipairs({KEYS[4], KEYS[6]}) do
+  local ttl = redis.call('PTTL', hold)
+  if ttl > 0 then return {ttl} end
+end
+
+local lease = now + tonumber(ARGV[5])
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
+local room = math.min(
+  free_slots(KEYS[2], tonumber(ARGV[1]), now),
+  free_slots(KEYS[5], tonumber(ARGV[2]), now),
+  tonumber(ARGV[3]) - redis.call('ZCARD', KEYS[3]),
+  tonumber(ARGV[4]))
+if room <= 0 then return {-1} end
+
+local count = (#KEYS - 8) / 3
+if count == 0 then return {-2} end
+-- Serve campaigns in turn, one contact each per round, starting where the last claim stopped,
+-- so that no campaign on a shared trunk starves another.
+local start = redis.call('INCR', KEYS[7]) % count
+redis.call('PEXPIRE', KEYS[7], 86400000)
+local exhausted, open, claimed = {}, count, {0}
+local soonest = nil
+while room > 0 and open > 0 do
+  for step = 0, count - 1 do
+    if room == 0 then break end
+    local i = (start + step) % count
+    if not exhausted[i] then
+      local campaign, due, progress_key = KEYS[9 + 3 * i], KEYS[10 + 3 * i], KEYS[11 + 3 * i]
+      local first = nil
+      if redis.call('HGET', campaign, 'state') == 'active' then
+        first = redis.call('ZRANGE', due, 0, 0, 'WITHSCORES')
+      end
+      if first and first[1] and tonumber(first[2]) <= now then
+        local number = first[1]
+        redis.call('ZREM', due, number)
+        local progress = get_json(progress_key, number) or {s = 'pending', a = 0}
+        progress.c = progress.a + 1
+        progress.k = (progress.k or 0) + 1
+        progress.w = progress.s  -- where the contact goes back to if the attempt is handed back
+        set_status(campaign, progress, 'dialing')
+        set_json(progress_key, number, progress)
+        local attempt_id = ARGV[6 + i] .. ':' .. number .. ':' .. progress.c
+        local job_ref = attempt_id .. '#' .. progress.k
+        hold_slot(KEYS[2], tonumber(ARGV[1]), attempt_id, lease)
+        hold_slot(KEYS[5], tonumber(ARGV[2]), attempt_id, lease)
+        redis.call('ZADD', KEYS[3], lease, attempt_id)
+        redis.call('PEXPIRE', KEYS[3], tonumber(ARGV[5]) + 1000)
+        redis.call('ZADD', KEYS[8], lease, job_ref)
+        claimed[#claimed + 1] = job_ref
+        room = room - 1
+      else
+        exhausted[i] = true
+        open = open - 1
+        if first and first[2] then
+          local wait = tonumber(first[2]) - now
+          if soonest == nil or wait < soonest then soonest = wait end
+        end
+      end
+    end
+  end
+end
+if #claimed == 1 then claimed[1] = soonest or -2 end
+return claimed

@@ -1,0 +1,68 @@
+-- An attempt ended (the call was seen to end, or the create was refused for good): record the
+-- outcome, free its slots at once, and either schedule the next attempt or close the contact.
+-- Idempotent: the poller and a webhook may both report the same end.
+-- KEYS: 1 clock, 2 campaign, 3 progress, 4 attempts, 5 due, 6 trunk slots, 7 account slots,
+--       8 trunk unsent, 9 tracking, 10 claimed, 11 trunk campaigns, 12 trunk failures, 13 trunk hold
+-- ARGV: 1 campaign name, 2 number, 3 attempt, 4 outcome, 5 record fields (JSON),
+--       6 retry at ms ('' = final), 7 tracking member ('' = none), 8 billing final ('1'/'0'),
+--       9 billing poll ms, 10 job ref ('' = none), 11 breaker threshold, 12 breaker cooldown ms
+-- Returns 1 if this call recorded the end, 0 if it was already recorded.
+local now = now_ms()
+local number, attempt = ARGV[2], tonumber(ARGV[3])
+local field = number .. ':' .. attempt
+local record = get_json(KEYS[4], field)
+if not record or record.st == 'ended' then
+  -- already recorded (by a webhook, another poller, or an earlier run): stop following this member
+  if ARGV[7] ~= '' then redis.call('ZREM', KEYS[9], ARGV[7]) end
+  return 0
+end
+for key, value in pairs(cjson.decode(ARGV[5])) do record[key] = value end
+record.st, record.o, record.eo = 'ended', ARGV[4], now
+local attempt_id = ARGV[1] .. ':' .. field
+redis.call('ZREM', KEYS[6], attempt_id)
+redis.call('ZREM', KEYS[7], attempt_id)
+redis.call('ZREM', KEYS[8], attempt_id)
+if ARGV[10] ~= '' then redis.call('ZREM', KEYS[10], ARGV[10]) end
+
+local progress = get_json(KEYS[3], number)
+progress.a, progress.c, progress.lo = attempt, 0, ARGV[4]
+redis.call('HINCRBY', KEYS[2], 'e:' .. ARGV[4], 1)
+local final_outcome = ARGV[4]
+-- a cancelled campaign makes no further attempts: the contact closes as cancelled
+if ARGV[6] ~= '' and redis.call('HGET', KEYS[2], 'state') == 'cancelled' then final_outcome = 'cancelled' end
+if ARGV[6] ~= '' and final_outcome == ARGV[4] then
+  set_status(KEYS[2], progress, 'retry_wait')
+  redis.call('ZADD', KEYS[5], tonumber(ARGV[6]), number)
+  redis.call('HINCRBY', KEYS[2], 'retries', 1)
+else
+  set_status(KEYS[2], progress, 'done')
+  progress.o = final_outcome
+  redis.call('HINCRBY', KEYS[2], 'o:' .. final_outcome, 1)
+end
+set_json(KEYS[3], number, progress)
+
+if ARGV[8] == '1' then
+  record.bf = 1
+  redis.call('HINCRBYFLOAT', KEYS[2], 'sip_seconds', record.sip or 0)
+  redis.call('HINCRBYFLOAT', KEYS[2], 'agent_seconds', record.agent or 0)
+  if ARGV[7] ~= '' then redis.call('ZREM', KEYS[9], ARGV[7]) end
+elseif ARGV[7] ~= '' then
+  -- the call is over but its billing is not final yet: follow it for billing only
+  redis.call('ZREM', KEYS[9], ARGV[7])
+  redis.call('ZADD', KEYS[9], now + tonumber(ARGV[9]), ARGV[7] .. '|b')
+end
+set_json(KEYS[4], field, record)
+-- Trunk circuit breaker: calls that keep failing in a row (SIP/system errors, not a busy or an
+-- unanswered line) mean the trunk is down; stop dialling on it for a while instead of hammering it.
+if ARGV[4] == 'failed' and record.call then
+  local failures = redis.call('INCR', KEYS[12])
+  redis.call('PEXPIRE', KEYS[12], tonumber(ARGV[12]) * 4)
+  if failures >= tonumber(ARGV[11]) then
+    redis.call('DEL', KEYS[12])
+    redis.call('SET', KEYS[13], 'breaker: ' .. failures .. ' failed calls in a row', 'PX', tonumber(ARGV[12]))
+  end
+elseif record.call then
+  redis.call('DEL', KEYS[12])
+end
+maybe_complete(KEYS[2], KEYS[11], ARGV[1])
+return 1

@@ -1,0 +1,66 @@
+"""Prometheus metrics each worker process exports about its own work.
+
+Fleet-wide state that lives in Redis (contacts by state, slots in use, queue depth) is *not* here:
+the exporter process reads it once per scrape, so it is never multiplied by the number of workers.
+Labels are bounded: trunk, campaign, outcome, status class. Never a phone number or a call id.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+
+CALLS_CREATED = Counter(
+    'dialer_calls_created_total', 'Calls created at Ultravox (one per attempt).', ['trunk', 'campaign']
+)
+CALLS_ENDED = Counter('dialer_calls_ended_total', 'Calls seen to end, by outcome.', ['trunk', 'campaign', 'outcome'])
+SIP_BILLED_SECONDS = Counter(
+    'dialer_sip_billed_seconds_total',
+    'SIP seconds billed (answered time, per started 6 s), counted once when billing is final.',
+    ['trunk', 'campaign'],
+)
+AGENT_BILLED_SECONDS = Counter(
+    'dialer_agent_billed_seconds_total',
+    'Ultravox agent (call) seconds billed, counted once when billing is final.',
+    ['trunk', 'campaign'],
+)
+CALL_SETUP_SECONDS = Histogram(
+    'dialer_call_setup_seconds',
+    'From claiming a contact to Ultravox answering the create request.',
+    ['trunk'],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+CALL_DURATION_SECONDS = Histogram(
+    'dialer_call_duration_seconds',
+    'Answered call duration (joined to ended).',
+    ['trunk'],
+    buckets=(1, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 3600),
+)
+CALLS_IN_FLIGHT = Gauge(
+    'dialer_worker_calls_in_flight', 'Creates and polls this worker process has under way right now.'
+)
+LIMITER_WAITS = Counter(
+    'dialer_limiter_waits_total',
+    'Times dialling had to wait for capacity, by the limit that was reached.',
+    ['trunk', 'limit'],
+)
+ULTRAVOX_RESPONSES = Counter(
+    'dialer_ultravox_responses_total',
+    'Responses from the Ultravox API by endpoint and status class (2xx, 4xx, 429, 5xx, error).',
+    ['endpoint', 'status_class'],
+)
+RETRIES_SCHEDULED = Counter(
+    'dialer_retries_scheduled_total',
+    'Contacts scheduled for another attempt, by outcome.',
+    ['campaign', 'outcome'],
+)
+ATTEMPTS_HANDED_BACK = Counter(
+    'dialer_attempts_handed_back_total',
+    'Attempts returned to the queue without consuming an attempt (429, pause, hours, breaker).',
+    ['trunk', 'reason'],
+)
+WEBHOOKS_RECEIVED = Counter(
+    'dialer_webhooks_received_total', 'Webhook deliveries by event and verdict.', ['event', 'verdict']
+)
+WORKER_JOBS = Counter('dialer_worker_jobs_total', 'Dial jobs run by this worker, by result.', ['result'])
+WORKER_UP = Gauge('dialer_worker_up', 'Always 1 while the worker process serves metrics.')

@@ -1,0 +1,309 @@
+"""Typed wrappers around the Lua scripts in ``dialer/lua``: every coordination decision in one place.
+
+Each script runs atomically inside Redis and reads time from Redis ``TIME`` (plus the test-only
+offset in ``dialer:clock:offset_ms``), so no decision depends on a worker's clock. Scripts are sent
+by SHA (redis-py reloads them after a server restart).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cache
+from importlib.resources import files
+from typing import TYPE_CHECKING, Any, Final
+
+from dialer import constants as k
+
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from redis.asyncio import Redis
+    from redis.commands.core import AsyncScript
+
+
+_NAMES: Final = (
+    'now',
+    'claim',
+    'begin',
+    'rate',
+    'created',
+    'finish',
+    'settle',
+    'hand_back',
+    'forget',
+    'lease_due',
+    'reschedule',
+    'failure',
+    'hold',
+    'cancel',
+    'lifecycle',
+)
+
+
+@cache
+def _source(name: str) -> str:
+    lua = files('dialer') / 'lua'
+    return (lua / '_prelude.lua').read_text() + '\n' + (lua / f'{name}.lua').read_text()
+
+
+def register(redis: Redis, name: str) -> AsyncScript:
+    """Register ``dialer/lua/<name>.lua`` (with the shared prelude) on a client.
+
+    Call it as ``await script(keys=[constants.CLOCK_OFFSET, ...], args=[...])``: KEYS[1] is always
+    the clock offset key.
+    """
+    return redis.register_script(_source(name))
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    job_refs: list[str]
+    #: When nothing was claimed: ms until a hold lifts or the next contact is due; -1 = trunk or
+    #: account full, -2 = nothing to dial.
+    wait_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Begun:
+    verdict: str
+    now_ms: int
+    contact: str | None = None
+    progress: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SlotLimits:
+    """Concurrency limits passed on every call, so edits take effect without a restart (0 = none)."""
+
+    trunk: int
+    account: int
+
+
+def job_ref_parts(job_ref: str) -> tuple[str, str, int]:
+    """``campaign:number:attempt#claim`` -> (campaign, number, attempt)."""
+    return k.parse_attempt_id(job_ref.split('#', 1)[0])
+
+
+class Scripts:
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+        self._scripts: dict[str, AsyncScript] = {name: register(redis, name) for name in _NAMES}
+
+    async def _run(self, name: str, keys: Sequence[str], args: Sequence[object]) -> Any:
+        return await self._scripts[name](keys=[k.CLOCK_OFFSET, *keys], args=[str(a) for a in args])
+
+    async def now_ms(self) -> int:
+        return int(await self._run('now', [], []))
+
+    async def claim(
+        self,
+        trunk: str,
+        campaigns: Sequence[str],
+        limits: SlotLimits,
+        *,
+        unsent_cap: int,
+        batch: int,
+        claim_lease_ms: int,
+    ) -> Claimed:
+        keys = [
+            k.trunk_slots(trunk),
+            k.trunk_unsent(trunk),
+            k.trunk_hold(trunk),
+            k.ACCOUNT_SLOTS,
+            k.ACCOUNT_HOLD,
+            k.trunk_cursor(trunk),
+            k.CLAIMED,
+        ]
+        for name in campaigns:
+            keys += [k.campaign(name), k.campaign_due(name), k.campaign_progress(name)]
+        result = await self._run(
+            'claim', keys, [limits.trunk, limits.account, unsent_cap, batch, claim_lease_ms, *campaigns]
+        )
+        if len(result) == 1:
+            return Claimed([], int(result[0]))
+        return Claimed([str(ref) for ref in result[1:]], 0)
+
+    async def begin(self, job_ref: str, trunk: str, limits: SlotLimits, lease_ms: int) -> Begun:
+        name, number, attempt = job_ref_parts(job_ref)
+        keys = [
+            k.campaign(name),
+            k.campaign_progress(name),
+            k.campaign_attempts(name),
+            k.campaign_due(name),
+            k.trunk_slots(trunk),
+            k.ACCOUNT_SLOTS,
+            k.trunk_unsent(trunk),
+            k.CLAIMED,
+            k.DNC,
+            k.trunk_campaigns(trunk),
+            k.campaign_contacts(name),
+        ]
+        result = await self._run(
+            'begin', keys, [name, number, attempt, job_ref, limits.trunk, limits.account, lease_ms]
+        )
+        verdict, now = str(result[0]), int(result[1])
+        if len(result) == 2:
+            return Begun(verdict, now)
+        return Begun(verdict, now, result[2] or None, json.loads(result[3]))
+
+    async def take_rate_token(
+        self,
+        trunk: str,
+        attempt_id: str,
+        *,
+        trunk_interval_ms: float,
+        trunk_burst: int,
+        account_interval_ms: float,
+        account_per_minute: int,
+    ) -> int:
+        """0 when a creation may be sent now, otherwise the ms to wait before asking again."""
+        keys = [
+            k.trunk_rate(trunk),
+            k.ACCOUNT_RATE_SECOND,
+            k.ACCOUNT_RATE_MINUTE,
+            k.trunk_hold(trunk),
+            k.ACCOUNT_HOLD,
+            k.trunk_unsent(trunk),
+        ]
+        args = [trunk_interval_ms, trunk_burst, account_interval_ms, account_per_minute, attempt_id]
+        return int(await self._run('rate', keys, args))
+
+    async def created(
+        self,
+        attempt_id: str,
+        trunk: str,
+        call_id: str,
+        limits: SlotLimits,
+        *,
+        lease_ms: int,
+        first_poll_ms: int,
+    ) -> bool:
+        name, number, attempt = k.parse_attempt_id(attempt_id)
+        keys = [
+            k.campaign(name),
+            k.campaign_progress(name),
+            k.campaign_attempts(name),
+            k.trunk_slots(trunk),
+            k.ACCOUNT_SLOTS,
+            k.trunk_unsent(trunk),
+            k.TRACKING,
+            k.ACCOUNT_FAILURES,
+        ]
+        args = [number, attempt, attempt_id, call_id, lease_ms, first_poll_ms, limits.trunk, limits.account]
+        return bool(await self._run('created', keys, args))
+
+    async def finish(
+        self,
+        attempt_id: str,
+        trunk: str,
+        outcome: str,
+        fields: dict[str, Any],
+        *,
+        retry_at_ms: int | None,
+        tracking_member: str = '',
+        billing_final: bool,
+        billing_poll_ms: int,
+        job_ref: str = '',
+        breaker: tuple[int, int] = (5, 30_000),
+    ) -> bool:
+        """Record an attempt's end; ``breaker`` is (failed calls in a row, cooldown ms) for the trunk."""
+        name, number, attempt = k.parse_attempt_id(attempt_id)
+        keys = [
+            k.campaign(name),
+            k.campaign_progress(name),
+            k.campaign_attempts(name),
+            k.campaign_due(name),
+            k.trunk_slots(trunk),
+            k.ACCOUNT_SLOTS,
+            k.trunk_unsent(trunk),
+            k.TRACKING,
+            k.CLAIMED,
+            k.trunk_campaigns(trunk),
+            k.trunk_failures(trunk),
+            k.trunk_hold(trunk),
+        ]
+        args = [
+            name,
+            number,
+            attempt,
+            outcome,
+            json.dumps(fields, separators=(',', ':')),
+            '' if retry_at_ms is None else retry_at_ms,
+            tracking_member,
+            '1' if billing_final else '0',
+            billing_poll_ms,
+            job_ref,
+            *breaker,
+        ]
+        return bool(await self._run('finish', keys, args))
+
+    async def settle_billing(
+        self,
+        attempt_id: str,
+        fields: dict[str, Any],
+        *,
+        tracking_member: str,
+        final: bool,
+        billing_wait_ms: int,
+        billing_poll_ms: int,
+    ) -> bool:
+        name, number, attempt = k.parse_attempt_id(attempt_id)
+        keys = [k.campaign(name), k.campaign_attempts(name), k.TRACKING]
+        args = [
+            number,
+            attempt,
+            json.dumps(fields, separators=(',', ':')),
+            tracking_member,
+            '1' if final else '0',
+            billing_wait_ms,
+            billing_poll_ms,
+        ]
+        return bool(await self._run('settle', keys, args))
+
+    async def hand_back(self, job_ref: str, trunk: str, *, due_at_ms: int = 0, delay_ms: int = 0) -> bool:
+        name, number, attempt = job_ref_parts(job_ref)
+        keys = [
+            k.campaign(name),
+            k.campaign_progress(name),
+            k.campaign_attempts(name),
+            k.campaign_due(name),
+            k.trunk_slots(trunk),
+            k.ACCOUNT_SLOTS,
+            k.trunk_unsent(trunk),
+            k.CLAIMED,
+        ]
+        return bool(await self._run('hand_back', keys, [name, number, attempt, job_ref, due_at_ms, delay_ms]))
+
+    async def forget(self, attempt_id: str) -> bool:
+        name, number, attempt = k.parse_attempt_id(attempt_id)
+        keys = [k.campaign_progress(name), k.campaign_attempts(name)]
+        return bool(await self._run('forget', keys, [number, attempt]))
+
+    async def lease_due(self, schedule: str, limit: int, lease_ms: int) -> list[str]:
+        return [str(m) for m in await self._run('lease_due', [schedule], [limit, lease_ms])]
+
+    async def reschedule(self, schedule: str, members: Sequence[str], delay_ms: int) -> int:
+        if not members:
+            return 0
+        return int(await self._run('reschedule', [schedule], [delay_ms, *members]))
+
+    async def record_failure(
+        self, failures_key: str, hold_key: str, *, threshold: int, window_ms: int, cooldown_ms: int
+    ) -> bool:
+        return bool(await self._run('failure', [failures_key, hold_key], [threshold, window_ms, cooldown_ms]))
+
+    async def hold(self, hold_key: str, ms: int, reason: str) -> bool:
+        return bool(await self._run('hold', [hold_key], [ms, reason]))
+
+    async def lifecycle(self, name: str, trunk: str, action: str, digest: str = '') -> str:
+        """Apply a state change; returns the new state or raises ``ValueError`` with the reason."""
+        result = str(await self._run('lifecycle', [k.campaign(name), k.trunk_campaigns(trunk)], [name, action, digest]))
+        if result.startswith('error:'):
+            raise ValueError(result.removeprefix('error:'))
+        return result
+
+    async def cancel_batch(self, name: str, trunk: str, batch: int = 1000) -> int:
+        keys = [k.campaign(name), k.campaign_due(name), k.campaign_progress(name), k.trunk_campaigns(trunk)]
+        return int(await self._run('cancel', keys, [name, batch]))

@@ -1,0 +1,107 @@
+"""Process settings, from ``DIALER_*`` environment variables and an optional ``.env`` file."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+#: Ultravox account limits per plan (NOTES.md): creations per second, per minute, concurrent calls.
+PLAN_LIMITS: dict[str, tuple[float, int, int | None]] = {
+    'paygo': (5, 30, 5),
+    'pro': (10, 120, None),
+    'scale': (30, 360, None),
+}
+
+
+class AccountLimits:
+    """The account-wide limits in force: the plan's, overridden by any explicit setting."""
+
+    def __init__(self, calls_per_second: float, calls_per_minute: int, max_concurrent: int | None) -> None:
+        self.calls_per_second = calls_per_second
+        self.calls_per_minute = calls_per_minute
+        self.max_concurrent = max_concurrent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix='DIALER_', env_file='.env', extra='ignore')
+
+    redis_url: str = 'redis://127.0.0.1:6379/0'
+    #: Sentinel hosts ``host:port,host:port``; when set, ``redis_url`` only gives db and password.
+    redis_sentinels: str | None = None
+    redis_sentinel_master: str = 'mymaster'
+
+    ultravox_api_key: SecretStr = SecretStr('')
+    ultravox_base_url: str = 'https://api.ultravox.ai'
+    ultravox_connect_timeout: float = Field(default=5.0, gt=0)
+    ultravox_read_timeout: float = Field(default=15.0, gt=0)
+    ultravox_max_connections: int = Field(default=200, ge=1)
+
+    trunks_file: Path = Path('trunks.toml')
+
+    account_plan: Literal['paygo', 'pro', 'scale'] = 'pro'
+    account_calls_per_second: float | None = Field(default=None, gt=0)
+    account_calls_per_minute: int | None = Field(default=None, ge=1)
+    account_max_concurrent: int | None = Field(default=None, ge=1)
+
+    #: Fraction by which calls-per-second spacing is widened, so that network jitter between our
+    #: decision and the request's arrival never packs more creations into a carrier's 1 s window.
+    rate_safety_margin: float = Field(default=0.05, ge=0, lt=0.5)
+    #: Extra seconds a trunk slot's lease outlives ``joinTimeout + maxDuration``.
+    slot_lease_margin: float = Field(default=120.0, ge=0)
+    #: How long a claimed attempt may wait for its dial job before it is re-enqueued.
+    claim_lease: float = Field(default=60.0, gt=0)
+    #: After a create whose response was lost, wait this long before looking the call up by its
+    #: metadata, so that a request Ultravox is still processing is found rather than dialled again.
+    ambiguous_create_delay: float = Field(default=10.0, ge=0)
+    #: A dial job waits in place for a rate token at most this long; longer waits hand it back.
+    max_rate_wait: float = Field(default=2.0, ge=0)
+
+    #: Seconds between polls of a live call; the first poll waits ``poll_initial``.
+    poll_initial: float = Field(default=5.0, gt=0)
+    poll_interval: float = Field(default=5.0, gt=0)
+    #: A claimed poll comes back to the fleet after this long if its worker vanished.
+    poll_visibility: float = Field(default=30.0, gt=0)
+    #: How long to keep polling an ended call for Ultravox's final billing before computing it.
+    billing_wait: float = Field(default=120.0, ge=0)
+
+    #: Longest a dial job may run (token waits, create retries); a job cut off by a crash is re-run
+    #: by arq only after this + 10 s, so it also bounds recovery time.
+    dial_job_timeout: float = Field(default=90.0, gt=0)
+    #: How long commands keep retrying while Redis is unreachable (a restart or failover).
+    redis_retry_seconds: float = Field(default=60.0, ge=0)
+
+    worker_max_jobs: int = Field(default=200, ge=1)
+    worker_poll_delay: float = Field(default=0.02, gt=0)
+    #: Seconds a stopping worker (SIGTERM) lets running dial jobs finish before handing them back.
+    worker_shutdown_grace: float = Field(default=20.0, ge=0)
+    pacer_interval: float = Field(default=0.05, gt=0)
+    tracker_concurrency: int = Field(default=200, ge=1)
+
+    #: Address and port for each process's ``/metrics``; port 0 disables it.
+    metrics_host: str = '127.0.0.1'
+    metrics_port: int = Field(default=9100, ge=0, le=65535)
+    exporter_port: int = Field(default=9101, ge=0, le=65535)
+
+    webhook_secrets: list[SecretStr] = Field(default_factory=list)
+    webhook_max_age: float = Field(default=60.0, gt=0)
+    webhook_max_body: int = Field(default=256 * 1024, gt=0)
+
+    breaker_threshold: int = Field(default=5, ge=1)
+    breaker_cooldown: float = Field(default=30.0, gt=0)
+
+    log_level: Literal['debug', 'info', 'warning', 'error'] = 'info'
+    log_format: Literal['console', 'json'] = 'console'
+
+    @cached_property
+    def account_limits(self) -> AccountLimits:
+        per_second, per_minute, concurrent = PLAN_LIMITS[self.account_plan]
+        return AccountLimits(
+            calls_per_second=self.account_calls_per_second or per_second,
+            calls_per_minute=self.account_calls_per_minute or per_minute,
+            max_concurrent=self.account_max_concurrent or concurrent,
+        )

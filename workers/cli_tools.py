@@ -1,0 +1,150 @@
+"""``dialer trunks ...``, ``dialer dnc ...``, ``dialer campaign plan`` and ``dialer demo``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from campaigns import dnc, results
+from campaigns.plan import plan_campaign
+from dialer.trunks import TrunkRegistry, load_trunks
+from workers.cli import cli, load_settings, run, user_errors
+from workers.cli_campaign import campaign
+from workers.runtime import redis_client
+
+
+@cli.group()
+def trunks() -> None:
+    """Check the trunks file and see each trunk's load against its limits."""
+
+
+@trunks.command(name='check')
+@user_errors
+def trunks_check() -> None:
+    """Validate the trunks file (DIALER_TRUNKS_FILE); passwords are never printed."""
+    settings = load_settings()
+    for name, trunk in load_trunks(settings.trunks_file).items():
+        click.echo(
+            f'{name}: {trunk.kind} {trunk.host} ({trunk.transport}), from {trunk.caller_id}, '
+            f'{trunk.max_concurrent} concurrent, {trunk.calls_per_second:g}/s (burst {trunk.burst})'
+        )
+
+
+@trunks.command(name='status')
+def trunks_status() -> None:
+    """Per trunk: calls in flight vs limit, recent calls per second vs limit, waiting work."""
+    settings = load_settings()
+    registry = TrunkRegistry(settings.trunks_file)
+
+    async def go() -> list[dict[str, object]]:
+        redis = redis_client(settings)
+        try:
+            return await results.trunks_status(redis, registry, settings.account_limits)
+        finally:
+            await redis.aclose()
+
+    Console().print(results.render_trunks(run(go())))
+
+
+@campaign.command()
+@click.argument('name')
+def plan(name: str) -> None:
+    """Dry run: per time zone, how many contacts are callable now and when the rest open."""
+    settings = load_settings()
+
+    async def go() -> tuple[object, list[object]]:
+        redis = redis_client(settings)
+        try:
+            return await plan_campaign(redis, name)  # type: ignore[return-value]
+        finally:
+            await redis.aclose()
+
+    now, plans = run(go())
+    table = Table(title=f'{name}: calling plan at {now:%Y-%m-%d %H:%M} UTC')
+    for column in ('zones', 'callable now', 'waiting', 'opens (UTC)', 'problems'):
+        table.add_column(column)
+    for p in plans:
+        table.add_row(
+            ', '.join(p.zones) or '-',  # type: ignore[attr-defined]
+            str(p.callable_now),  # type: ignore[attr-defined]
+            str(p.waiting),  # type: ignore[attr-defined]
+            f'{p.opens_at:%Y-%m-%d %H:%M}' if p.opens_at else '',  # type: ignore[attr-defined]
+            '; '.join(f'{k}: {v}' for k, v in p.problems.items()),  # type: ignore[attr-defined]
+        )
+    Console().print(table)
+
+
+@cli.group(name='dnc')
+def dnc_group() -> None:
+    """The do-not-call list, checked right before every dial in every campaign."""
+
+
+@dnc_group.command(name='add')
+@click.argument('numbers', nargs=-1, required=True)
+@click.option('--region', default='US', show_default=True, help='For numbers without +country code.')
+def dnc_add(numbers: tuple[str, ...], region: str) -> None:
+    """Add numbers to the do-not-call list."""
+    settings = load_settings()
+
+    async def go() -> int:
+        redis = redis_client(settings)
+        try:
+            return await dnc.add_numbers(redis, numbers, region)
+        finally:
+            await redis.aclose()
+
+    click.echo(f'{run(go())} numbers added')
+
+
+@dnc_group.command(name='remove')
+@click.argument('numbers', nargs=-1, required=True)
+@click.option('--region', default='US', show_default=True)
+def dnc_remove(numbers: tuple[str, ...], region: str) -> None:
+    """Remove numbers from the do-not-call list."""
+    settings = load_settings()
+
+    async def go() -> int:
+        redis = redis_client(settings)
+        try:
+            return await dnc.remove_numbers(redis, numbers, region)
+        finally:
+            await redis.aclose()
+
+    click.echo(f'{run(go())} numbers removed')
+
+
+@dnc_group.command(name='import')
+@click.argument('path', type=click.Path(path_type=Path))
+@click.option('--region', default='US', show_default=True)
+def dnc_import(path: Path, region: str) -> None:
+    """Import a file of numbers (one per line, or a CSV with a phone column)."""
+    settings = load_settings()
+
+    async def go() -> dnc.ImportSummary:
+        redis = redis_client(settings)
+        try:
+            return await dnc.import_file(redis, path, region)
+        finally:
+            await redis.aclose()
+
+    summary = run(go())
+    click.echo(
+        f'{path}: {summary.added} added, {summary.already_listed} already listed, {summary.invalid_count} invalid'
+    )
+    for line, reason in summary.invalid:
+        click.echo(f'  line {line}: {reason}')
+    if summary.invalid_count:
+        raise SystemExit(1)
+
+
+@cli.command()
+@click.option('--contacts', type=int, default=60, show_default=True, help='Sample contacts to dial.')
+@click.option('--workers', 'worker_count', type=int, default=2, show_default=True)
+def demo(contacts: int, worker_count: int) -> None:
+    """Run a whole sample campaign locally: embedded Redis, the simulator, workers, live progress."""
+    from workers.demo import run_demo  # noqa: PLC0415
+
+    run_demo(contacts=contacts, worker_count=worker_count)

@@ -1,0 +1,95 @@
+"""A fleet on one machine: the ``dialer`` CLI and worker processes against one Redis and one
+Ultravox endpoint. Used by the demo, the multi-process tests and the benchmarks."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import redis
+
+from dialer import constants as k
+from simulator.testing import free_port
+
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+
+#: The ``dialer`` command as a child process of this interpreter.
+DIALER = (sys.executable, '-m', 'workers')
+
+
+@dataclass
+class LocalFleet:
+    redis_url: str
+    ultravox_url: str
+    trunks_file: Path
+    env_extra: dict[str, str] = field(default_factory=dict)
+    workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    log_dir: Path | None = None
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            'DIALER_REDIS_URL': self.redis_url,
+            'DIALER_ULTRAVOX_BASE_URL': self.ultravox_url,
+            'DIALER_ULTRAVOX_API_KEY': os.environ.get('DIALER_ULTRAVOX_API_KEY', 'local-fleet-key'),
+            'DIALER_TRUNKS_FILE': str(self.trunks_file),
+            'DIALER_LOG_LEVEL': 'warning',
+            **self.env_extra,
+        }
+
+    def cli(self, *args: str, check: bool = True, **env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(  # noqa: S603  our own CLI
+            [*DIALER, *args], env={**self.env, **env}, check=check, capture_output=True, text=True
+        )
+
+    def start_worker(self, **env: str) -> subprocess.Popen[bytes]:
+        port = env.pop('DIALER_METRICS_PORT', str(free_port()))
+        stderr: Any = subprocess.DEVNULL
+        if self.log_dir is not None:
+            stderr = (self.log_dir / f'worker-{len(self.workers)}.log').open('ab')
+        process = subprocess.Popen(  # noqa: S603
+            [*DIALER, 'worker'], env={**self.env, 'DIALER_METRICS_PORT': port, **env}, stderr=stderr
+        )
+        self.workers.append(process)
+        return process
+
+    def stop(self, process: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 60) -> None:
+        if process.poll() is None:
+            process.send_signal(sig)
+            try:
+                process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+    def stop_all(self) -> None:
+        for process in self.workers:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.workers:
+            self.stop(process)
+
+    def campaign(self, name: str) -> dict[str, str]:
+        with redis.Redis.from_url(self.redis_url, decode_responses=True) as client:
+            return dict(client.hgetall(k.campaign(name)))
+
+    def wait_until_finished(self, name: str, timeout: float = 300, poll: float = 0.25) -> dict[str, str]:
+        """Block until the campaign is completed or cancelled with nothing in flight."""
+        deadline = time.monotonic() + timeout
+        while True:
+            data = self.campaign(name)
+            in_flight = int(data.get('n:dialing', 0)) + int(data.get('n:in_call', 0))
+            if data.get('state') == 'completed' or (data.get('state') == 'cancelled' and not in_flight):
+                return data
+            if time.monotonic() > deadline:
+                raise TimeoutError(f'campaign {name!r} not finished after {timeout} s: {data}')
+            time.sleep(poll)

@@ -1,0 +1,126 @@
+"""The pacer: claims due contacts while their trunk has capacity and enqueues one dial job each.
+
+Every worker runs one; they coordinate only through the claim script, which takes trunk and
+account slots atomically with the contacts, so any number of pacers never exceed a limit. A full
+trunk costs nothing: no job exists until capacity does, so no arq try is burnt and no worker slot
+is held while waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import TYPE_CHECKING
+
+import structlog
+from arq.constants import job_key_prefix
+from arq.jobs import serialize_job
+from arq.utils import timestamp_ms
+
+from dialer import constants as k
+from dialer import metrics
+from dialer.logs import masked_attempt
+from dialer.trunks import TrunkConfigError
+
+
+if TYPE_CHECKING:
+    from arq.connections import ArqRedis
+
+    from workers.runtime import Runtime
+
+
+log = structlog.get_logger(__name__)
+
+#: How often stale claims (a pacer that died between claim and enqueue) are looked for, and how
+#: often the trunks file is checked for live edits.
+HOUSEKEEPING_INTERVAL = 2.0
+#: Most contacts claimed for one trunk in one script call.
+CLAIM_BATCH = 50
+
+
+class Pacer:
+    def __init__(self, rt: Runtime, arq: ArqRedis) -> None:
+        self.rt = rt
+        self.arq = arq
+        self._housekept = 0.0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await self._housekeeping()
+                claimed, wait_ms = await self.tick()
+            except Exception:
+                log.exception('pacer_tick_failed')
+                claimed, wait_ms = 0, 1000
+            if claimed:
+                continue
+            delay = self.rt.settings.pacer_interval
+            if wait_ms > 0:
+                delay = min(delay, wait_ms / 1000)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+
+    async def tick(self) -> tuple[int, int]:
+        """One claim per trunk that has active campaigns. Returns (claimed, soonest wait in ms)."""
+        trunks = list(self.rt.trunks.trunks.values())
+        async with self.rt.redis.pipeline(transaction=False) as pipe:
+            for trunk in trunks:
+                pipe.smembers(k.trunk_campaigns(trunk.name))
+            campaign_sets = await pipe.execute()
+        claimed, soonest = 0, 0
+        for trunk, campaigns in zip(trunks, campaign_sets, strict=True):
+            if not campaigns:
+                continue
+            result = await self.rt.scripts.claim(
+                trunk.name,
+                sorted(campaigns),
+                self.rt.slot_limits(trunk),
+                unsent_cap=self.rt.unsent_cap(trunk),
+                batch=CLAIM_BATCH,
+                claim_lease_ms=self.rt.claim_lease_ms,
+            )
+            if result.wait_ms == -1:
+                metrics.LIMITER_WAITS.labels(trunk=trunk.name, limit='concurrency').inc()
+            elif result.wait_ms > 0:
+                soonest = result.wait_ms if soonest == 0 else min(soonest, result.wait_ms)
+            await self._enqueue(result.job_refs)
+            claimed += len(result.job_refs)
+        return claimed, soonest
+
+    async def _enqueue(self, job_refs: list[str]) -> None:
+        """Enqueue claimed attempts as arq jobs: one MULTI/EXEC for the whole batch.
+
+        ``enqueue_job`` costs three round trips per job (WATCH, EXISTS, MULTI/EXEC). Here the job key
+        (exactly what ``enqueue_job`` writes, so arq runs it the same) and the queue entry are written
+        together, so a pacer killed in between can never leave a job key without its queue entry.
+        Both writes are ``NX``: re-enqueueing a stale claim keeps a job that is still queued or
+        deferred as it is; one that is running is skipped by arq's pickup until it finishes.
+        """
+        if not job_refs:
+            return
+        arq = self.arq
+        now = timestamp_ms()
+        async with arq.pipeline(transaction=True) as pipe:
+            for job_ref in job_refs:
+                job = serialize_job('dial_attempt', (job_ref,), {}, None, now, serializer=arq.job_serializer)
+                pipe.set(job_key_prefix + job_ref, job, px=arq.expires_extra_ms, nx=True)
+                pipe.zadd(arq.default_queue_name, {job_ref: now}, nx=True)
+            await pipe.execute()
+
+    async def _housekeeping(self) -> None:
+        now = time.monotonic()
+        if now - self._housekept < HOUSEKEEPING_INTERVAL:
+            return
+        self._housekept = now
+        try:
+            if self.rt.trunks.refresh():
+                log.info('trunks_reloaded', trunks=sorted(self.rt.trunks.trunks))
+        except TrunkConfigError as exc:
+            log.exception('trunks_reload_failed', error=str(exc))
+        # A claim whose job never started (its pacer died before enqueueing, or the job was lost):
+        # enqueue it again under the same job id; a job that still exists is left as it is.
+        stale = await self.rt.scripts.lease_due(k.CLAIMED, 100, self.rt.claim_lease_ms)
+        await self._enqueue(stale)
+        for job_ref in stale:
+            log.info('stale_claim_requeued', attempt_id=masked_attempt(job_ref.split('#', 1)[0]))

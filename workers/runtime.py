@@ -1,0 +1,158 @@
+"""What one worker process shares between its dial jobs, pacer and tracker."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from campaigns.lifecycle import read_config
+from dialer import constants as k
+from dialer.logs import register_secrets
+from dialer.scripts import Scripts, SlotLimits
+from dialer.trunks import Trunk, TrunkRegistry
+from dialer.ultravox import UltravoxClient
+
+
+if TYPE_CHECKING:
+    from dialer.models import CampaignConfig
+    from dialer.settings import Settings
+
+#: Campaign settings are re-read this often, so live edits reach every worker within seconds.
+CONFIG_TTL = 2.0
+
+
+def redis_client(settings: Settings, *, decode: bool = True) -> Redis:
+    """A client for the configured Redis (or the master named by Sentinel)."""
+    if settings.redis_sentinels:
+        from redis.asyncio.sentinel import Sentinel  # noqa: PLC0415  only for Sentinel setups
+
+        hosts = [(h.rsplit(':', 1)[0], int(h.rsplit(':', 1)[1])) for h in settings.redis_sentinels.split(',')]
+        probe = Redis.from_url(settings.redis_url)
+        kwargs = probe.connection_pool.connection_kwargs
+        return Sentinel(hosts, decode_responses=decode).master_for(
+            settings.redis_sentinel_master, db=kwargs.get('db', 0), password=kwargs.get('password')
+        )
+    return Redis.from_url(
+        settings.redis_url,
+        decode_responses=decode,
+        health_check_interval=30,
+        retry=redis_retry(settings),
+        retry_on_error=RETRIED_ERRORS,
+    )
+
+
+#: Errors a Redis command retries on. OSError covers "connection refused" while Redis restarts,
+#: which redis-py raises from connect() before its own ConnectionError wrapping.
+RETRIED_ERRORS: list[type[Exception]] = [RedisConnectionError, RedisTimeoutError, OSError]
+
+
+def redis_retry(settings: Settings) -> Retry:
+    """Ride out a Redis restart or failover: every command retries with backoff for a while.
+
+    Re-running a script whose reply was lost is safe: each ledger step is idempotent or detected
+    (a second ``begin`` sees the attempt as ambiguous and resolves it by lookup, never by a redial).
+    """
+    return Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=max(1, int(settings.redis_retry_seconds / 1.5)))
+
+
+@dataclass
+class ConfigCache:
+    redis: Redis
+    _entries: dict[str, tuple[float, CampaignConfig]] = field(default_factory=dict)
+
+    async def get(self, name: str) -> CampaignConfig:
+        now = time.monotonic()
+        entry = self._entries.get(name)
+        if entry is None or now - entry[0] > CONFIG_TTL:
+            entry = (now, await read_config(self.redis, name))
+            self._entries[name] = entry
+        return entry[1]
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    redis: Redis
+    scripts: Scripts
+    trunks: TrunkRegistry
+    ultravox: UltravoxClient
+    configs: ConfigCache
+
+    @classmethod
+    def create(cls, settings: Settings) -> Runtime:
+        trunks = TrunkRegistry(settings.trunks_file)
+        register_secrets(secret_values(settings, trunks))
+        redis = redis_client(settings)
+        return cls(
+            settings=settings,
+            redis=redis,
+            scripts=Scripts(redis),
+            trunks=trunks,
+            ultravox=UltravoxClient.from_settings(settings),
+            configs=ConfigCache(redis),
+        )
+
+    async def close(self) -> None:
+        await self.ultravox.aclose()
+        await self.redis.aclose()
+
+    def slot_limits(self, trunk: Trunk) -> SlotLimits:
+        return SlotLimits(trunk=trunk.max_concurrent, account=self.settings.account_limits.max_concurrent or 0)
+
+    def call_lease_ms(self, config: CampaignConfig) -> int:
+        """A held slot outlives the longest call Ultravox can run for this campaign."""
+        seconds = config.join_timeout_seconds + config.max_duration_seconds + self.settings.slot_lease_margin
+        return math.ceil(seconds * 1000)
+
+    @property
+    def claim_lease_ms(self) -> int:
+        return math.ceil(self.settings.claim_lease * 1000)
+
+    def unsent_cap(self, trunk: Trunk) -> int:
+        """How many claimed-but-unsent attempts a trunk may have: a quarter second of its rate."""
+        return max(trunk.burst, math.ceil(trunk.calls_per_second * 0.25))
+
+    async def take_rate_token(self, trunk: Trunk, attempt_id: str) -> int:
+        margin = 1 + self.settings.rate_safety_margin
+        account = self.settings.account_limits
+        return await self.scripts.take_rate_token(
+            trunk.name,
+            attempt_id,
+            trunk_interval_ms=1000 / trunk.calls_per_second * margin,
+            trunk_burst=trunk.burst,
+            account_interval_ms=1000 / account.calls_per_second * margin,
+            account_per_minute=account.calls_per_minute,
+        )
+
+    @property
+    def trunk_breaker(self) -> tuple[int, int]:
+        """(failed calls in a row, cooldown ms) after which a trunk stops being dialled for a while."""
+        return self.settings.breaker_threshold, math.ceil(self.settings.breaker_cooldown * 1000)
+
+    async def record_create_failure(self) -> bool:
+        """Count a failed create against the account's breaker; True when it just opened."""
+        return await self.scripts.record_failure(
+            k.ACCOUNT_FAILURES,
+            k.ACCOUNT_HOLD,
+            threshold=self.settings.breaker_threshold,
+            window_ms=math.ceil(self.settings.breaker_cooldown * 1000),
+            cooldown_ms=math.ceil(self.settings.breaker_cooldown * 1000),
+        )
+
+
+def secret_values(settings: Settings, trunks: TrunkRegistry) -> list[str]:
+    values = [settings.ultravox_api_key.get_secret_value()]
+    values += [s.get_secret_value() for s in settings.webhook_secrets]
+    for trunk in trunks.trunks.values():
+        password = trunk.resolved_password()
+        if password is not None:
+            values.append(password.get_secret_value())
+    return values
