@@ -38,9 +38,10 @@ class Prometheus:
         self.log = tmp_path / 'prometheus.log'
         config = {
             'global': {
-                'scrape_interval': f'{scrape_interval:g}s',
-                'scrape_timeout': f'{scrape_interval * 0.9:g}s',
-                'evaluation_interval': f'{scrape_interval:g}s',
+                # Prometheus durations take whole units only
+                'scrape_interval': f'{round(scrape_interval * 1000)}ms',
+                'scrape_timeout': f'{round(scrape_interval * 900)}ms',
+                'evaluation_interval': f'{round(scrape_interval * 1000)}ms',
             },
             'scrape_configs': [
                 {'job_name': job, 'static_configs': [{'targets': [f'127.0.0.1:{port}' for port in ports]}]}
