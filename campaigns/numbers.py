@@ -17,6 +17,8 @@ from functools import cache
 import phonenumbers
 from phonenumbers import NumberParseException, PhoneNumberFormat, ValidationResult
 
+from campaigns.number_patterns import quick_e164
+
 
 class InvalidNumber(ValueError):  # noqa: N818  the name reads as the reason a row is rejected
     """A raw value that is not a dialable phone number; ``reason`` is short and user-facing."""
@@ -61,6 +63,9 @@ def normalise_number(raw: str, region: str) -> str:
         raise InvalidNumber('empty')
     if len(text) > MAX_RAW_LENGTH:
         raise InvalidNumber('too long')
+    quick = quick_e164(text, region)
+    if quick is not None:
+        return quick
     if _EXTENSION.search(text):
         raise InvalidNumber('has an extension (extensions cannot be dialled)')
     if _LETTER.search(text):

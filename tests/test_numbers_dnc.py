@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-import pytest
+import random
 
-from campaigns import dnc
+import phonenumbers
+import pytest
+from phonenumbers import PhoneNumberFormat, PhoneNumberType
+
+from campaigns import dnc, numbers
+from campaigns.number_patterns import quick_e164
 from campaigns.numbers import InvalidNumber, normalise_number
 from dialer import constants
 
@@ -31,6 +36,53 @@ from dialer import constants
 )
 def test_common_formats_normalise_to_e164(raw, region, expected):
     assert normalise_number(raw, region) == expected
+
+
+def _written_forms(rng: random.Random) -> list[tuple[str, str]]:
+    """(text, campaign region): each region's example numbers, some digits changed, in many forms."""
+    forms = []
+    for region in sorted(phonenumbers.SUPPORTED_REGIONS):
+        for kind in (PhoneNumberType.FIXED_LINE, PhoneNumberType.MOBILE, PhoneNumberType.TOLL_FREE):
+            example = phonenumbers.example_number_for_type(region, kind)
+            if example is None:
+                continue
+            code, national = example.country_code, phonenumbers.national_significant_number(example)
+            for _ in range(3):
+                cut = rng.randint(0, min(3, len(national)))
+                tail = ''.join(rng.choice('0123456789') for _ in range(max(0, cut + rng.choice((-1, 0, 0, 1)))))
+                digits = national[: len(national) - cut] + tail
+                try:
+                    number = phonenumbers.parse(f'+{code}{digits}', None)
+                except phonenumbers.NumberParseException:
+                    continue
+                texts = [
+                    phonenumbers.format_number(number, f)
+                    for f in PhoneNumberFormat.__dict__.values()
+                    if isinstance(f, int)
+                ]
+                texts += [f'+{code} {digits}', digits, f'0{digits}', f'{code}{digits}', f'({digits[:3]}) {digits[3:]}']
+                forms += [(text, home) for text in texts for home in (region, 'US', 'GB', 'IN')]
+    return forms
+
+
+def test_the_quick_path_agrees_with_phonenumbers_on_every_number_it_answers(monkeypatch):
+    forms = _written_forms(random.Random(20261122))
+    answered = {}
+    for text, region in forms:
+        quick = quick_e164(text, region)
+        if quick is not None:
+            answered[text, region] = quick
+    monkeypatch.setattr(numbers, 'quick_e164', lambda _text, _region: None)
+    mismatches = []
+    for (text, region), quick in answered.items():
+        try:
+            slow = normalise_number(text, region)
+        except InvalidNumber as exc:
+            slow = f'rejected: {exc.reason}'
+        if slow != quick:
+            mismatches.append((text, region, quick, slow))
+    assert not mismatches
+    assert len(answered) > len(forms) / 5, 'the quick path answers the common forms'
 
 
 @pytest.mark.parametrize(
