@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 
     from phonenumbers import PhoneNumberDesc
 
+    _FullMatch = Callable[[str], re.Match[str] | None]
+
 
 #: A number written with digits, spaces, dots, dashes and brackets only, "+" allowed in front.
 _PLAIN = re.compile(r'\+?[0-9 ().\-]+')
@@ -35,19 +37,13 @@ _SEPARATORS = str.maketrans('', '', ' ().-+')
 _MIN_NATIONAL, _MAX_NATIONAL, _MAX_CODE = 2, 17, 3
 _NON_GEOGRAPHIC = '001'
 
-_Matcher = tuple[frozenset[int], 'Callable[[str], re.Match[str] | None]']
 
-
-def _matcher(desc: PhoneNumberDesc | None) -> _Matcher | None:
+def _has_length(desc: PhoneNumberDesc | None, length: int) -> bool:
+    # as phonenumbers' _is_number_matching_desc: a pattern-less desc never matches, and a desc that
+    # lists no lengths takes any length
     if desc is None or not desc.national_number_pattern:
-        return None
-    return frozenset(desc.possible_length), re.compile(desc.national_number_pattern).fullmatch
-
-
-def _matches(matcher: _Matcher, national: str) -> bool:
-    # as phonenumbers' _is_number_matching_desc: no listed lengths means "any length"
-    lengths, fullmatch = matcher
-    return (not lengths or len(national) in lengths) and fullmatch(national) is not None
+        return False
+    return not desc.possible_length or length in desc.possible_length
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,33 +51,48 @@ class _RegionPlan:
     """One region's numbering plan, compiled: what phonenumbers reads from ``PhoneMetadata``."""
 
     code: int
-    general: _Matcher | None
-    types: tuple[_Matcher, ...]
+    #: national number length -> (the general pattern, any type's pattern), for lengths that can be valid
+    by_length: dict[int, tuple[_FullMatch, _FullMatch]]
     leading_digits: re.Pattern[str] | None
     national_prefix: re.Pattern[str] | None
     international_prefix: re.Pattern[str] | None
 
     def accepts(self, national: str) -> bool:
         """phonenumbers' ``_number_type_helper(...) != UNKNOWN``: the general pattern and any type's."""
-        if self.general is None or not _matches(self.general, national):
-            return False
-        return any(_matches(matcher, national) for matcher in self.types)
+        patterns = self.by_length.get(len(national))
+        return patterns is not None and patterns[0](national) is not None and patterns[1](national) is not None
+
+
+def _by_length(metadata: PhoneMetadata) -> dict[int, tuple[_FullMatch, _FullMatch]]:
+    general = metadata.general_desc
+    types = (
+        metadata.premium_rate, metadata.toll_free, metadata.shared_cost, metadata.voip,
+        metadata.personal_number, metadata.pager, metadata.uan, metadata.voicemail,
+        metadata.fixed_line, metadata.mobile,
+    )  # fmt: skip
+    by_length: dict[int, tuple[_FullMatch, _FullMatch]] = {}
+    for length in range(_MIN_NATIONAL, _MAX_NATIONAL + 1):
+        if general is None or general.national_number_pattern is None or not _has_length(general, length):
+            continue
+        # one alternation instead of ten patterns tried in turn: the regex engine does the loop
+        alternatives = [
+            f'(?:{desc.national_number_pattern})' for desc in types if desc is not None and _has_length(desc, length)
+        ]
+        if alternatives:
+            general_pattern: re.Pattern[str] = re.compile(general.national_number_pattern)
+            any_type: re.Pattern[str] = re.compile('|'.join(alternatives))
+            by_length[length] = (general_pattern.fullmatch, any_type.fullmatch)
+    return by_length
 
 
 @cache
 def _plan(region: str) -> _RegionPlan | None:
     metadata = PhoneMetadata.metadata_for_region(region, None)
-    if metadata is None:
+    if metadata is None or metadata.country_code is None:
         return None
-    descs = (
-        metadata.premium_rate, metadata.toll_free, metadata.shared_cost, metadata.voip,
-        metadata.personal_number, metadata.pager, metadata.uan, metadata.voicemail,
-        metadata.fixed_line, metadata.mobile,
-    )  # fmt: skip
     return _RegionPlan(
         code=metadata.country_code,
-        general=_matcher(metadata.general_desc),
-        types=tuple(matcher for matcher in map(_matcher, descs) if matcher is not None),
+        by_length=_by_length(metadata),
         leading_digits=re.compile(metadata.leading_digits) if metadata.leading_digits else None,
         national_prefix=re.compile(metadata.national_prefix_for_parsing)
         if metadata.national_prefix_for_parsing
@@ -107,8 +118,8 @@ def _is_valid(code: int, national: str) -> bool:
 
 def _split_international(digits: str) -> tuple[int, str] | None:
     """(country code, national number) of the digits after "+", as phonenumbers splits them."""
-    if digits.startswith('0'):
-        return None
+    if len(digits) <= _MIN_NATIONAL or digits.startswith('0'):
+        return None  # parse: too short after the "+", or no country code starts with 0
     for size in range(1, _MAX_CODE + 1):
         code = int(digits[:size])
         if code in COUNTRY_CODE_TO_REGION_CODE:
@@ -128,10 +139,14 @@ def _code_and_national(digits: str, international: bool, region: str) -> tuple[i
         plan = _plan(COUNTRY_CODE_TO_REGION_CODE[code][0])
     else:
         plan = _plan(region)
-        if plan is None or digits.startswith(str(plan.code)):
-            return None  # maybe the country code written without "+": phonenumbers decides
-        if plan.international_prefix is not None and plan.international_prefix.match(digits):
+        if plan is None:
             return None
+        idd = plan.international_prefix.match(digits) if plan.international_prefix is not None else None
+        if idd is not None:
+            # "011 44 ..." from the US: parse reads what follows the prefix as after a "+"
+            return _code_and_national(digits[idd.end() :], True, region)  # noqa: FBT003
+        if digits.startswith(str(plan.code)):
+            return None  # maybe the country code written without "+": phonenumbers decides
         code, national = plan.code, digits
     if plan is None or (plan.national_prefix is not None and plan.national_prefix.match(national)):
         return None

@@ -71,12 +71,9 @@ def normalise_number(raw: str, region: str) -> str:
     if _LETTER.search(text):
         raise InvalidNumber('not a phone number (contains letters)')
     if text.startswith('00') and phonenumbers.country_code_for_region(region) == 1:
-        # "00 44 ..." is the international form in most of the world; North America dials abroad
-        # with 011, so the parser reads it as a national number, which there never starts with 0:
-        # read it as international straight away instead of parsing it twice.
-        international = _try_parse('+' + re.sub(r'\D', '', text)[2:], region)
-        if international is not None and not international.extension and _is_valid(international, region):
-            return phonenumbers.format_number(international, PhoneNumberFormat.E164)
+        international = _read_00_as_international(text, region)
+        if international is not None:
+            return international
     number = _parse(text, region)
     if number.extension:
         raise InvalidNumber('has an extension (extensions cannot be dialled)')
@@ -90,6 +87,20 @@ def normalise_number(raw: str, region: str) -> str:
                 return phonenumbers.format_number(retry, PhoneNumberFormat.E164)
         raise InvalidNumber(_invalid_reason(number, region))
     return phonenumbers.format_number(number, PhoneNumberFormat.E164)
+
+
+def _read_00_as_international(text: str, region: str) -> str | None:
+    # "00 44 ..." is the international form in most of the world; North America dials abroad
+    # with 011, so the parser reads it as a national number, which there never starts with 0:
+    # read it as international straight away instead of parsing it twice.
+    written = '+' + re.sub(r'\D', '', text)[2:]
+    quick = quick_e164(written, region)
+    if quick is not None:
+        return quick
+    number = _try_parse(written, region)
+    if number is not None and not number.extension and _is_valid(number, region):
+        return phonenumbers.format_number(number, PhoneNumberFormat.E164)
+    return None
 
 
 @cache

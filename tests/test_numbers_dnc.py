@@ -40,7 +40,7 @@ def test_common_formats_normalise_to_e164(raw, region, expected):
 
 def _written_forms(rng: random.Random) -> list[tuple[str, str]]:
     """(text, campaign region): each region's example numbers, some digits changed, in many forms."""
-    forms = []
+    forms = [(text, region) for text in ('+', '+1', '00', '011', '0114', '()', '-', '1') for region in ('US', 'GB')]
     for region in sorted(phonenumbers.SUPPORTED_REGIONS):
         for kind in (PhoneNumberType.FIXED_LINE, PhoneNumberType.MOBILE, PhoneNumberType.TOLL_FREE):
             example = phonenumbers.example_number_for_type(region, kind)
@@ -61,6 +61,7 @@ def _written_forms(rng: random.Random) -> list[tuple[str, str]]:
                     if isinstance(f, int)
                 ]
                 texts += [f'+{code} {digits}', digits, f'0{digits}', f'{code}{digits}', f'({digits[:3]}) {digits[3:]}']
+                texts += [f'00 {code} {digits}', f'011 {code} {digits}', f'00{code}0{digits}', f'810{code}{digits}']
                 forms += [(text, home) for text in texts for home in (region, 'US', 'GB', 'IN')]
     return forms
 
