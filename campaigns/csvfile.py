@@ -292,12 +292,20 @@ class CheckedBatch(NamedTuple):
     The caller still holds the batch's rows, so rows are referred to by their position in it.
     """
 
-    #: number, contact id, line, record JSON, due ms for each accepted row: the add_contacts ARGV.
-    args: list[str | int]
-    #: Positions of the accepted rows, in the order of ``args``.
+    #: The accepted rows as the add_contacts script reads them (see ``pack_contact``).
+    payload: bytes
+    #: Positions of the accepted rows, in the order of ``payload``.
     accepted: list[int]
     #: (position, reason, detail) of each rejected row.
     rejected: list[tuple[int, str, str]]
+
+
+def pack_contact(number: str, line: int, due_ms: int, contact_id: str, record: str) -> bytes:
+    """One contact for the add_contacts script: ``number line due id_bytes record_bytes `` then the id
+    and the record. One argument per batch instead of five per row: redis-py packs each argument in
+    Python, which cost the loader more than checking the rows."""
+    raw_id, raw_record = contact_id.encode(), record.encode()
+    return b'%s %d %d %d %d %s%s' % (number.encode(), line, due_ms, len(raw_id), len(raw_record), raw_id, raw_record)
 
 
 _DUE_CACHE_MAX = 10_000
@@ -357,13 +365,8 @@ class RowChecker:
         if isinstance(due, str):
             return Rejected(line, 'never callable', due, phone, raw_id)
         name = fields[layout.name].strip() if layout.name is not None else ''
-        record = ContactRecord(
-            contact_id=contact_id,
-            line=line,
-            name=name or None,
-            timezone=timezone or None,
-            context={key: fields[i] for key, i in layout.context},
-        ).dump()
+        context = {key: fields[i] for key, i in layout.context}
+        record = ContactRecord.dump_fields(contact_id, line, name, timezone, context)
         return Accepted(line, number, contact_id, record, due)
 
     def _due_ms(self, zones: tuple[str, ...]) -> int | str:
@@ -379,12 +382,14 @@ class RowChecker:
         return due
 
     def check_batch(self, rows: list[tuple[int, list[str]]]) -> CheckedBatch:
-        batch = CheckedBatch([], [], [])
+        packed: list[bytes] = []
+        accepted: list[int] = []
+        rejected: list[tuple[int, str, str]] = []
         for position, (line, fields) in enumerate(rows):
             verdict = self.check(line, fields)
             if isinstance(verdict, Accepted):
-                batch.args.extend((verdict.number, verdict.contact_id, line, verdict.record, verdict.due_ms))
-                batch.accepted.append(position)
+                packed.append(pack_contact(verdict.number, line, verdict.due_ms, verdict.contact_id, verdict.record))
+                accepted.append(position)
             else:
-                batch.rejected.append((position, verdict.reason, verdict.detail))
-        return batch
+                rejected.append((position, verdict.reason, verdict.detail))
+        return CheckedBatch(b''.join(packed), accepted, rejected)

@@ -207,21 +207,21 @@ class _Writer:
     async def write(self, rows: list[Row], batch: CheckedBatch) -> None:
         rejected = [self._rejected(rows[position], reason, detail) for position, reason, detail in batch.rejected]
         if batch.accepted:
-            codes = await self.script(keys=self.keys, args=[self.check_ids, *batch.args])
-            for position, raw in zip(batch.accepted, codes, strict=True):
+            # [number added, then (1-based row in the payload, code) for each row not added]
+            reply = await self.script(keys=self.keys, args=[self.check_ids, batch.payload])
+            self.summary.accepted += int(reply[0])
+            for index, raw in zip(reply[1::2], reply[2::2], strict=True):
+                row = rows[batch.accepted[int(index) - 1]]
                 code = _text(raw)
-                if code == 'ok':
-                    self.summary.accepted += 1
-                elif code == 'already':
+                if code == 'already':
                     self.summary.already_loaded += 1
                 elif code.startswith('dup_id:'):
-                    row = rows[position]
                     raw_id = self.layout.raw_phone_and_id(row[1])[1].strip()
                     detail = f'contact_id {raw_id!r} is already used on line {code[7:]}'
                     rejected.append(self._rejected(row, 'duplicate contact_id', detail))
                 else:
                     detail = f'same number as line {code.removeprefix("dup:")}'
-                    rejected.append(self._rejected(rows[position], 'duplicate phone', detail))
+                    rejected.append(self._rejected(row, 'duplicate phone', detail))
         if rejected:
             rejected.sort(key=lambda r: r.line)
             self.rejects.write(rejected)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import zoneinfo
 from datetime import time
@@ -215,3 +216,16 @@ class ContactRecord(_Strict):
 
     def dump(self) -> str:
         return self.model_dump_json(by_alias=True, exclude_defaults=True)
+
+    @staticmethod
+    def dump_fields(contact_id: str, line: int, name: str, timezone: str, context: dict[str, str]) -> str:
+        """The JSON ``dump`` gives for these fields (empty name or zone: none), without building a
+        model: the loader writes a million of them."""
+        record: dict[str, object] = {'i': contact_id, 'l': line}
+        if name:
+            record['n'] = name
+        if timezone:
+            record['z'] = timezone
+        if context:
+            record['c'] = context
+        return json.dumps(record, ensure_ascii=False, separators=(',', ':'))

@@ -129,6 +129,31 @@ async def test_duplicate_contact_ids_are_rejected_and_leave_no_trace(redis: ared
     assert await redis.zcard(k.campaign_due('spring')) == 2
 
 
+async def test_ids_names_and_context_in_any_characters_are_stored_exactly(redis: aredis.Redis, tmp_path: Path) -> None:
+    # the rows travel to Redis packed with byte lengths: multi-byte text, spaces, quotes, newlines and
+    # digits in an id must neither shift nor split the rows that follow
+    tricky = ['Zoë 中文 🙂', 'a b 12 34 ', 'x"y,z', 'two\nlines', '0 0 0 0 0 ', '\u00e9\\']
+    lines = ['contact_id,phone,name,note']
+    for n, text in enumerate(tricky):
+        quoted = '"' + text.replace('"', '""') + '"'
+        lines.append(f'{quoted},+1415555{2671 + n},{quoted},{quoted}')
+    lines.append('"Zoë 中文 🙂",+14155559999,dup,dup')
+    summary = await _load(redis, _write(tmp_path, '\n'.join(lines) + '\n'), tmp_path)
+
+    assert summary.accepted == len(tricky)
+    contacts = await _contacts(redis)
+    for n, text in enumerate(tricky):
+        record = contacts[f'+1415555{2671 + n}']
+        assert record['i'] == text.strip()
+        assert record['n'] == text.strip()
+        assert record['c'] == {'note': text}
+    assert await redis.hgetall(k.campaign_ids('spring')) == {
+        text.strip(): f'+1415555{2671 + n}' for n, text in enumerate(tricky)
+    }
+    (reject,) = _rejects(tmp_path / 'rejects.csv')
+    assert reject['reason'] == "duplicate contact_id: contact_id 'Zoë 中文 🙂' is already used on line 2"
+
+
 async def test_contact_id_defaults_to_the_line_number(redis: aredis.Redis, tmp_path: Path) -> None:
     await _load(redis, _write(tmp_path, 'phone\n\n+14155552671\n'), tmp_path)
     assert (await _contacts(redis))['+14155552671']['i'] == '3'
