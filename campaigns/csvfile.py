@@ -224,7 +224,7 @@ class CsvReader:
             except OSError as exc:
                 raise CsvError(self.path, start, f'cannot read the file: {exc.strerror or exc}') from None
             # a blank line, or a row of empty cells as spreadsheets export them
-            if not fields or (skip_empty_cells and not any(f.strip() for f in fields)):
+            if not fields or (skip_empty_cells and not ''.join(fields).strip()):
                 continue
             yield start, fields
 
@@ -269,7 +269,8 @@ class Accepted(NamedTuple):
     line: int
     number: str
     contact_id: str
-    record: str
+    #: The contact record's JSON, UTF-8 encoded.
+    record: bytes
     due_ms: int
 
 
@@ -300,12 +301,12 @@ class CheckedBatch(NamedTuple):
     rejected: list[tuple[int, str, str]]
 
 
-def pack_contact(number: str, line: int, due_ms: int, contact_id: str, record: str) -> bytes:
+def pack_contact(number: str, line: int, due_ms: int, contact_id: str, record: bytes) -> bytes:
     """One contact for the add_contacts script: ``number line due id_bytes record_bytes `` then the id
     and the record. One argument per batch instead of five per row: redis-py packs each argument in
     Python, which cost the loader more than checking the rows."""
-    raw_id, raw_record = contact_id.encode(), record.encode()
-    return b'%s %d %d %d %d %s%s' % (number.encode(), line, due_ms, len(raw_id), len(raw_record), raw_id, raw_record)
+    raw_id = contact_id.encode()
+    return b'%s %d %d %d %d %s%s' % (number.encode(), line, due_ms, len(raw_id), len(record), raw_id, record)
 
 
 _DUE_CACHE_MAX = 10_000

@@ -16,7 +16,7 @@ from campaigns.csvfile import CsvError
 from campaigns.lifecycle import CampaignConflictError
 from campaigns.loader import LoadSummary, load_contacts, neutralise
 from dialer import constants as k
-from dialer.models import CallingHours, CampaignConfig, Weekday
+from dialer.models import CallingHours, CampaignConfig, ContactRecord, Weekday
 
 
 CONFIG = CampaignConfig(name='spring', trunk='carrier-a', agent_id='agent-1')
@@ -357,3 +357,14 @@ async def test_a_header_only_file_is_not_an_error_and_loads_nothing(redis: aredi
     assert _rejects(tmp_path / 'rejects.csv') == []
     campaign = await redis.hgetall(k.campaign('spring'))
     assert 'loading' not in campaign
+
+
+@pytest.mark.parametrize(
+    ('name', 'timezone', 'context'),
+    [('', '', {}), ('Zoë "Z" 中文', 'Europe/Berlin', {'plan': 'gold', 'note': 'a\nb\x1f'}), ('Ann', '', {'k': ''})],
+)
+def test_the_loaders_fast_record_json_is_the_models_own(name: str, timezone: str, context: dict[str, str]) -> None:
+    fast = ContactRecord.dump_fields('c-1', 7, name, timezone, context)
+    model = ContactRecord(contact_id='c-1', line=7, name=name or None, timezone=timezone or None, context=context)
+    assert json.loads(fast) == json.loads(model.dump())
+    assert ContactRecord.model_validate_json(fast) == model
