@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import httpx
 import redis
 
 
@@ -42,6 +43,10 @@ UNLIMITED_ENV = {
     'DIALER_METRICS_PORT': '0',
     'DIALER_LOG_LEVEL': 'warning',
 }
+
+
+#: The secret the simulator signs its webhooks with, and ``dialer webhooks`` checks them against.
+WEBHOOK_SECRET = 'bench-webhook-secret'
 
 
 #: Simulator outcome rates: every call is answered (the other rates default to non-zero).
@@ -187,3 +192,30 @@ def percentile(values: list[float], q: float) -> float:
         return float('nan')
     index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
     return ordered[index]
+
+
+def webhook_config(port: int) -> dict[str, object]:
+    """Simulator settings that send signed ``call.*`` webhooks to a receiver on ``port``."""
+    return {'webhook_url': f'http://127.0.0.1:{port}/webhooks/ultravox', 'webhook_secret': [WEBHOOK_SECRET]}
+
+
+def start_webhooks(fleet: LocalFleet, port: int, log_dir: Path) -> subprocess.Popen[bytes]:
+    """``dialer webhooks`` on ``port``, returned once it answers its health check."""
+    from workers.fleet import DIALER  # noqa: PLC0415  the repo root is put on sys.path above
+
+    env = {**fleet.env, 'DIALER_WEBHOOK_SECRETS': json.dumps([WEBHOOK_SECRET]), 'DIALER_METRICS_PORT': '0'}
+    with (log_dir / 'webhooks.log').open('ab') as log:
+        process = subprocess.Popen(
+            [*DIALER, 'webhooks', '--host', '127.0.0.1', '--port', str(port)], env=env, stderr=log, stdout=log
+        )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f'http://127.0.0.1:{port}/health', timeout=1).status_code == 200:
+                return process
+        except httpx.HTTPError:
+            pass
+        if process.poll() is not None:
+            break
+        time.sleep(0.1)
+    raise RuntimeError(f'webhook receiver did not start: {(log_dir / "webhooks.log").read_text()}')

@@ -36,7 +36,6 @@ import json
 import math
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -44,7 +43,7 @@ from bisect import bisect_left, bisect_right
 from pathlib import Path
 from typing import Any
 
-import httpx
+import benchlib
 import redis
 
 
@@ -52,7 +51,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from simulator.testing import free_port, running_simulator  # noqa: E402
-from workers.fleet import DIALER, LocalFleet  # noqa: E402
+from workers.fleet import LocalFleet  # noqa: E402
 
 
 SIP_HOST = 'sip.bench.example'
@@ -75,7 +74,6 @@ SIMULATOR: dict[str, Any] = {
     'billing_delay': 5,
     'seed': 7,
 }
-WEBHOOK_SECRET = 'bench-webhook-secret'
 TARGET_UTILISATION = 0.95
 AGENT = '6f9a1c3e-8a39-4bb6-9a55-0f3d5d8e2a10'
 
@@ -113,25 +111,6 @@ def split_contacts(total: int, mean_call: float) -> dict[str, int]:
     capacity = {name: min(cps, concurrent / mean_call) for name, (concurrent, cps, _) in TRUNKS.items()}
     slow = round(total * capacity['slow'] / sum(capacity.values()))
     return {'slow': slow, 'fast': total - slow}
-
-
-def start_webhooks(fleet: LocalFleet, port: int, log_dir: Path) -> subprocess.Popen[bytes]:
-    env = {**fleet.env, 'DIALER_WEBHOOK_SECRETS': json.dumps([WEBHOOK_SECRET]), 'DIALER_METRICS_PORT': '0'}
-    with (log_dir / 'webhooks.log').open('ab') as log:
-        process = subprocess.Popen(
-            [*DIALER, 'webhooks', '--host', '127.0.0.1', '--port', str(port)], env=env, stderr=log, stdout=log
-        )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f'http://127.0.0.1:{port}/health', timeout=1).status_code == 200:
-                return process
-        except httpx.HTTPError:
-            pass
-        if process.poll() is not None:
-            break
-        time.sleep(0.1)
-    raise RuntimeError(f'webhook receiver did not start: {(log_dir / "webhooks.log").read_text()}')
 
 
 def mean_concurrency(intervals: list[tuple[float, float]], start: float, end: float) -> float:
@@ -243,10 +222,7 @@ def main() -> int:
     }
     hooks_port = free_port()
     if not args.no_webhooks:
-        sim_config |= {
-            'webhook_url': f'http://127.0.0.1:{hooks_port}/webhooks/ultravox',
-            'webhook_secret': [WEBHOOK_SECRET],
-        }
+        sim_config |= benchlib.webhook_config(hooks_port)
     with redis.Redis.from_url(args.redis_url) as client:
         client.flushdb()
 
@@ -263,7 +239,7 @@ def main() -> int:
                     '--campaign-file', str(write_campaign(tmp / f'{name}.toml', name, trunk)),
                 )  # fmt: skip
                 campaigns.append(name)
-        hooks = None if args.no_webhooks else start_webhooks(fleet, hooks_port, tmp)
+        hooks = None if args.no_webhooks else benchlib.start_webhooks(fleet, hooks_port, tmp)
         started = time.monotonic()
         for _ in range(args.workers):
             fleet.start_worker()
