@@ -34,7 +34,10 @@ AbstractConnection.send_packed_command = _counted
 
 def _reporter(path: Path) -> None:
     def write() -> None:
-        path.write_text(json.dumps({'round_trips': _count[0]}))
+        # replaced whole, so a reader never sees a half-written file (which would read as 0)
+        partial = path.with_suffix('.partial')
+        partial.write_text(json.dumps({'round_trips': _count[0]}))
+        partial.replace(path)
 
     def loop() -> None:
         while True:

@@ -1,15 +1,12 @@
 """Dispatch benchmark: calls placed per second by one worker process, against a bare arq worker.
 
     python bench/dispatch_bench.py [--contacts 10000] [--jobs 20000] [--redis-url URL] [--poll-initial 0.05]
-                                   [--webhooks]
 
 - baseline: ``--jobs`` no-op arq jobs enqueued, then one arq worker process in burst mode
   (max_jobs and poll_delay as the dialer's defaults): jobs per second.
 - ours: ``--contacts`` contacts loaded with ``dialer campaign load``, then one ``dialer worker``
   process placing them against the simulator with zero-length calls and limits that never bind;
-  calls are followed by polling (``DIALER_POLL_INITIAL``), so each attempt's figures include its end;
-  with ``--webhooks`` they end through the simulator's signed webhooks to ``dialer webhooks`` (a
-  separate process, whose CPU per call is printed beside the worker's) and polling is the safety net.
+  calls are followed by polling (``DIALER_POLL_INITIAL``), so each attempt's figures include its end.
 
 Both rates are taken over the steady part of the run (from 10% to 90% of the work done). For that
 window it also prints the worker's CPU seconds per call (/proc), Redis round trips per attempt
@@ -138,9 +135,7 @@ def baseline(url: str, jobs: int, work: Path) -> Window:
     return window
 
 
-def ours(
-    url: str, contacts: int, work: Path, poll_initial: float, *, webhooks: bool
-) -> tuple[Window, dict[str, object]]:
+def ours(url: str, contacts: int, work: Path, poll_initial: float) -> tuple[Window, dict[str, object]]:
     from simulator.testing import running_simulator  # noqa: PLC0415
     from workers.fleet import LocalFleet  # noqa: PLC0415
 
@@ -155,10 +150,6 @@ def ours(
         'talk_max': 0,
         'billing_delay': 0,
     }
-    hooks_port = benchlib.free_port()
-    if webhooks:
-        simulator |= benchlib.webhook_config(hooks_port)
-        poll_initial = max(poll_initial, 10.0)  # polling stays only as the safety net
     with running_simulator(**simulator) as sim:
         env = {
             **benchlib.UNLIMITED_ENV,
@@ -166,9 +157,8 @@ def ours(
             'DIALER_POLL_INTERVAL': '0.5',
         }
         trunks = benchlib.write_trunks(work / 'trunks.toml', 'bench', concurrent=10000, cps=10000, burst=100)
-        fleet = LocalFleet(url, sim.base_url, trunks, env, log_dir=work)
+        fleet = LocalFleet(url, sim.base_url, trunks, env)
         benchlib.load_campaign(fleet, work, 'dispatch', contacts)
-        receiver = benchlib.start_webhooks(fleet, hooks_port, work) if webhooks else None
         counts = work / 'worker-counts.json'
         process = subprocess.Popen(
             [sys.executable, str(Path(__file__).parent / 'counting.py'), str(counts), 'dialer', 'worker'],
@@ -179,11 +169,8 @@ def ours(
                 process, client, counts, lambda: int(client.hget(k.campaign('dispatch'), 'calls') or 0), contacts, 600
             )
             fleet.wait_until_finished('dispatch', timeout=120)
-            receiver_cpu = benchlib.cpu_seconds(receiver.pid) if receiver is not None else 0.0
         finally:
             fleet.workers.append(process)
-            if receiver is not None:
-                fleet.workers.append(receiver)
             fleet.stop_all()
         records = sim.records()
         stats = sim.stats()
@@ -196,7 +183,6 @@ def ours(
         'calls': len(records),
         'requests': stats['requests'],
         'duplicates': stats['duplicate_attempts'],
-        'receiver_cpu_per_call': receiver_cpu / len(records) if records else float('nan'),
     }
     return steady(samples, contacts), extra
 
@@ -221,9 +207,6 @@ def main() -> None:
     parser.add_argument('--redis-url', default=None, help='default: a private redis-server on a free port')
     parser.add_argument('--poll-initial', type=float, default=0.05, help='DIALER_POLL_INITIAL for ours')
     parser.add_argument('--skip-baseline', action='store_true')
-    parser.add_argument(
-        '--webhooks', action='store_true', help='calls end by signed webhooks to `dialer webhooks` instead of polling'
-    )
     args = parser.parse_args()
     benchlib.print_machine()
     with tempfile.TemporaryDirectory(prefix='dispatch-bench-') as tmp, benchlib.redis_server(args.redis_url) as url:
@@ -232,10 +215,8 @@ def main() -> None:
         if not args.skip_baseline:
             base = baseline(url, args.jobs, work)
             report('baseline (bare arq, no-op job)', base, 'job')
-        mine, extra = ours(url, args.contacts, work, args.poll_initial, webhooks=args.webhooks)
+        mine, extra = ours(url, args.contacts, work, args.poll_initial)
         report('ours (dialer worker + simulator)', mine, 'call')
-        if args.webhooks:
-            print(f'  webhook receiver CPU: {extra["receiver_cpu_per_call"] * 1000:.2f} ms/call (whole run)')
         print(
             f'  simulator: {extra["calls"]} calls, {extra["sim_rate"]:.0f} creates/s (10%-90% by created time), '
             f'duplicate attempts {extra["duplicates"]}, requests {extra["requests"]}'
