@@ -38,11 +38,8 @@ _MIN_NATIONAL, _MAX_NATIONAL, _MAX_CODE = 2, 17, 3
 _NON_GEOGRAPHIC = '001'
 
 
-def _has_length(desc: PhoneNumberDesc | None, length: int) -> bool:
-    # as phonenumbers' _is_number_matching_desc: a pattern-less desc never matches, and a desc that
-    # lists no lengths takes any length
-    if desc is None or not desc.national_number_pattern:
-        return False
+def _has_length(desc: PhoneNumberDesc, length: int) -> bool:
+    # as phonenumbers' _is_number_matching_desc: a desc that lists no lengths takes any length
     return not desc.possible_length or length in desc.possible_length
 
 
@@ -65,21 +62,23 @@ class _RegionPlan:
 
 def _by_length(metadata: PhoneMetadata) -> dict[int, tuple[_FullMatch, _FullMatch]]:
     general = metadata.general_desc
-    types = (
+    descs = (
         metadata.premium_rate, metadata.toll_free, metadata.shared_cost, metadata.voip,
         metadata.personal_number, metadata.pager, metadata.uan, metadata.voicemail,
         metadata.fixed_line, metadata.mobile,
     )  # fmt: skip
+    # a desc without a pattern never matches in phonenumbers
+    types = [desc for desc in descs if desc is not None and desc.national_number_pattern]
     by_length: dict[int, tuple[_FullMatch, _FullMatch]] = {}
+    if general is None or not general.national_number_pattern:
+        return by_length
+    general_pattern: re.Pattern[str] = re.compile(general.national_number_pattern)
     for length in range(_MIN_NATIONAL, _MAX_NATIONAL + 1):
-        if general is None or general.national_number_pattern is None or not _has_length(general, length):
+        if not _has_length(general, length):
             continue
         # one alternation instead of ten patterns tried in turn: the regex engine does the loop
-        alternatives = [
-            f'(?:{desc.national_number_pattern})' for desc in types if desc is not None and _has_length(desc, length)
-        ]
+        alternatives = [f'(?:{desc.national_number_pattern})' for desc in types if _has_length(desc, length)]
         if alternatives:
-            general_pattern: re.Pattern[str] = re.compile(general.national_number_pattern)
             any_type: re.Pattern[str] = re.compile('|'.join(alternatives))
             by_length[length] = (general_pattern.fullmatch, any_type.fullmatch)
     return by_length

@@ -12,7 +12,6 @@ silently mapping letters to digits hides data-entry mistakes.
 from __future__ import annotations
 
 import re
-from functools import cache
 
 import phonenumbers
 from phonenumbers import NumberParseException, PhoneNumberFormat, ValidationResult
@@ -77,7 +76,7 @@ def normalise_number(raw: str, region: str) -> str:
     number = _parse(text, region)
     if number.extension:
         raise InvalidNumber('has an extension (extensions cannot be dialled)')
-    if not _is_valid(number, region):
+    if not phonenumbers.is_valid_number(number):
         # "00 44 ..." is the international form in most of the world; when the campaign's region
         # dials abroad with another prefix (011 in the US) the parser reads it as a national number.
         digits = re.sub(r'\D', '', text)
@@ -98,28 +97,9 @@ def _read_00_as_international(text: str, region: str) -> str | None:
     if quick is not None:
         return quick
     number = _try_parse(written, region)
-    if number is not None and not number.extension and _is_valid(number, region):
+    if number is not None and not number.extension and phonenumbers.is_valid_number(number):
         return phonenumbers.format_number(number, PhoneNumberFormat.E164)
     return None
-
-
-@cache
-def _home_code(region: str) -> int | None:
-    """The calling code of ``region`` when it is the main region of that code and is told apart by
-    full validation (not by leading digits), else None: then a number valid for the region is
-    exactly a number ``is_valid_number`` accepts, and checking the region alone saves a second pass
-    over the code's metadata (for +1, the US is checked first among 25 regions anyway)."""
-    code = phonenumbers.country_code_for_region(region)
-    metadata = phonenumbers.PhoneMetadata.metadata_for_region(region, None)
-    if not code or metadata is None or metadata.leading_digits is not None:
-        return None
-    return code if phonenumbers.region_code_for_country_code(code) == region else None
-
-
-def _is_valid(number: phonenumbers.PhoneNumber, region: str) -> bool:
-    if number.country_code == _home_code(region) and phonenumbers.is_valid_number_for_region(number, region):
-        return True
-    return bool(phonenumbers.is_valid_number(number))
 
 
 def _try_parse(text: str, region: str) -> phonenumbers.PhoneNumber | None:
