@@ -6,6 +6,8 @@
     default_region = "US"
     default_timezone = "America/New_York"
     max_attempts = 3            # shorthand for [retry] max_attempts
+    number_types = ["fixed_line", "mobile", "fixed_line_or_mobile", "voip", "personal_number"]
+    start_at = 2026-03-02T09:00:00Z   # nothing is dialled before (a TOML date-time with an offset)
 
     [hours]
     start = "09:00"
@@ -21,6 +23,7 @@ Every problem names the file and the line (syntax) or the field (settings).
 
 from __future__ import annotations
 
+import json
 import re
 import tomllib
 from typing import TYPE_CHECKING, Any
@@ -46,6 +49,8 @@ TOP_LEVEL_KEYS = (
     'join_timeout',
     'first_speaker',
     'throttle',
+    'number_types',
+    'start_at',
     'hours',
     'retry',
 )
@@ -142,11 +147,16 @@ def _fold_max_attempts(source: str, options: dict[str, Any]) -> None:
 
 
 def build_config(
-    file_options: dict[str, Any], cli_options: dict[str, Any], *, source: str | None = None
+    file_options: dict[str, Any],
+    cli_options: dict[str, Any],
+    *,
+    source: str | None = None,
+    base: CampaignConfig | None = None,
 ) -> CampaignConfig:
     """A validated CampaignConfig from a campaign file's options and the command line's (which win).
 
-    ``source`` names the file in messages (default: the file ``load_campaign_file`` read).
+    ``source`` names the file in messages (default: the file ``load_campaign_file`` read). ``base``:
+    settings the options are laid over (an existing campaign's), instead of the defaults.
     """
     source = source or getattr(file_options, 'source', None) or 'campaign options'
     from_file = _given(file_options)
@@ -155,12 +165,13 @@ def build_config(
     _check_keys(COMMAND_LINE, from_cli)
     _fold_max_attempts(source, from_file)
     _fold_max_attempts(COMMAND_LINE, from_cli)
-    merged: dict[str, Any] = {**from_file}
-    for key, value in from_cli.items():
-        if key in TABLE_KEYS:
-            merged[key] = {**merged.get(key, {}), **value}
-        else:
-            merged[key] = value
+    merged: dict[str, Any] = json.loads(base.model_dump_json()) if base is not None else {}
+    for given in (from_file, from_cli):
+        for key, value in given.items():
+            if key in TABLE_KEYS:
+                merged[key] = {**merged.get(key, {}), **value}
+            else:
+                merged[key] = value
     for key in ('name', 'trunk'):
         # check_name explains the allowed alphabet better than the pattern pydantic would quote
         if isinstance(merged.get(key), str):

@@ -6,6 +6,11 @@ as a ``Rejected`` with a reason, so one bad row never stops a million good ones.
 
 Line numbers are the physical line on which a row starts, as an editor shows them, even when an
 earlier quoted field spans several lines.
+
+Sizes are bounded before anything is built from them, so a hostile or broken file costs little
+time and memory: the header row (``MAX_HEADER_BYTES``, ``MAX_COLUMNS``), each physical line
+(``MAX_LINE_CHARS``, whole file refused), each cell (``MAX_FIELD_BYTES``) and each contact's template
+context (``MAX_CONTEXT_BYTES``; the row is rejected).
 """
 
 from __future__ import annotations
@@ -17,9 +22,9 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple, Self
 
-from campaigns.numbers import InvalidNumber, normalise_number
+from campaigns.numbers import InvalidNumber, normalise_typed
 from campaigns.policy import NeverCallable, NoTimezone, contact_zones, initial_due
-from dialer.models import ContactRecord, check_timezone
+from dialer.models import DEFAULT_NUMBER_TYPES, ContactRecord, check_timezone
 
 
 if TYPE_CHECKING:
@@ -35,6 +40,16 @@ if TYPE_CHECKING:
 SNIFF_BYTES = 64 * 1024
 #: A longer cell is a broken export or an abuse of the template context, never a contact detail.
 MAX_FIELD_BYTES = 8 * 1024
+#: The header row names the columns: this is far more than any real one needs.
+MAX_HEADER_BYTES = 64 * 1024
+MAX_COLUMNS = 500
+#: A physical line longer than this cannot hold a contact row (see MAX_CONTEXT_BYTES): not a contacts CSV.
+MAX_LINE_CHARS = 1024 * 1024
+#: Template context of one contact (the columns without a role: names and values, UTF-8); sent with
+#: every call it makes, so it stays small.
+MAX_CONTEXT_BYTES = 16 * 1024
+#: The first two columns of a rejects file (see campaigns/loader.py): ignored when it is loaded again.
+REJECTS_COLUMNS = ('line', 'reason')
 
 PHONE_ALIASES = (
     'phone',
@@ -79,6 +94,8 @@ class Layout:
     timezone: int | None = None
     #: (key as written in the header, column index)
     context: tuple[tuple[str, int], ...] = ()
+    #: Columns read and ignored: a rejects file's ``line`` and ``reason``.
+    ignored: tuple[int, ...] = ()
 
     @property
     def width(self) -> int:
@@ -106,6 +123,8 @@ def _find_role(path: Path | str, names: list[str], aliases: tuple[str, ...], rol
 def parse_header(path: Path | str, fields: list[str], line: int = 1) -> Layout:
     """Check a header row and map its columns to roles."""
     names = [name.strip() for name in fields]
+    if len(names) > MAX_COLUMNS:
+        raise CsvError(path, line, f'{len(names)} columns in the header; at most {MAX_COLUMNS} are allowed')
     seen: dict[str, int] = {}
     for column, name in enumerate(names, 1):
         if not name:
@@ -123,9 +142,11 @@ def parse_header(path: Path | str, fields: list[str], line: int = 1) -> Layout:
     contact_id = _find_role(path, names, ID_ALIASES, 'contact_id')
     name_at = _find_role(path, names, NAME_ALIASES, 'name')
     timezone = _find_role(path, names, TIMEZONE_ALIASES, 'timezone')
-    roles = {phone, contact_id, name_at, timezone}
+    # a rejects file starts with its own line and reason: loading the fixed file again ignores them
+    ignored = (0, 1) if tuple(n.casefold() for n in names[:2]) == REJECTS_COLUMNS and len(names) > 2 else ()
+    roles = {phone, contact_id, name_at, timezone, *ignored}
     context = tuple((names[i], i) for i in range(len(names)) if i not in roles)
-    return Layout(tuple(names), phone, contact_id, name_at, timezone, context)
+    return Layout(tuple(names), phone, contact_id, name_at, timezone, context, ignored)
 
 
 # --- the file -----------------------------------------------------------------------------------
@@ -154,6 +175,7 @@ class CsvReader:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.size = 0
+        self._in_header = True
         self._raw = self._open_binary(path)
         try:
             self._check_head()
@@ -195,19 +217,43 @@ class CsvReader:
             raise CsvError(self.path, None, 'binary file, not CSV text (it contains NUL bytes)')
 
     def _lines(self) -> Iterator[str]:
-        # Python's csv reader accepts NUL; a NUL in a text file means binary data or a broken export.
-        for number, line in enumerate(self._text, 1):
+        # Lines are read with a length cap, so a giant line is refused before it is held in memory.
+        readline = self._text.readline
+        number = header_chars = 0
+        while True:
+            limit = MAX_HEADER_BYTES if self._in_header else MAX_LINE_CHARS
+            line = readline(limit + 1)
+            if not line:
+                return
+            number += 1
+            if self._in_header:
+                header_chars += len(line)
+                if header_chars > MAX_HEADER_BYTES:
+                    raise CsvError(self.path, 1, _header_too_long())
+            elif len(line) > limit:
+                raise CsvError(
+                    self.path,
+                    number,
+                    f'line longer than {MAX_LINE_CHARS // (1024 * 1024)} MiB characters: not a contacts row '
+                    '(an unclosed quote, or not a contacts CSV?)',
+                )
+            # Python's csv reader accepts NUL; a NUL in a text file means binary data or a broken export.
             if '\0' in line:
                 raise CsvError(self.path, number, 'NUL byte in the file (binary data, not CSV text)')
             yield line
 
     def _read_header(self) -> Layout:
         for line, fields in self.rows(skip_empty_cells=False):
-            if _has_surrogates(''.join(fields)):
+            joined = ''.join(fields)
+            if _has_surrogates(joined):
                 raise CsvError(
                     self.path, None, 'not UTF-8 text (the header row is in another encoding; save it as UTF-8)'
                 )
-            return parse_header(self.path, fields, line)
+            if len(joined.encode('utf-8')) + len(fields) > MAX_HEADER_BYTES:
+                raise CsvError(self.path, line, _header_too_long())
+            layout = parse_header(self.path, fields, line)
+            self._in_header = False
+            return layout
         raise CsvError(self.path, None, 'empty file (expected a header row naming the columns)')
 
     def rows(self, *, skip_empty_cells: bool = True) -> Iterator[tuple[int, list[str]]]:
@@ -255,6 +301,10 @@ class CsvReader:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+def _header_too_long() -> str:
+    return f'header row longer than {MAX_HEADER_BYTES // 1024} KiB (is the first row a header naming the columns?)'
 
 
 def open_csv(path: Path) -> CsvReader:
@@ -310,6 +360,14 @@ def pack_contact(number: str, line: int, due_ms: int, contact_id: str, record: b
 
 
 _DUE_CACHE_MAX = 10_000
+DEFAULT_TYPES = frozenset(DEFAULT_NUMBER_TYPES)
+
+
+def _context_bytes(context: dict[str, str]) -> int:
+    chars = sum(len(key) + len(value) for key, value in context.items())
+    if chars * 4 <= MAX_CONTEXT_BYTES:  # UTF-8 takes at most 4 bytes a character: no need to encode
+        return chars
+    return sum(len(key.encode()) + len(value.encode('utf-8', 'surrogateescape')) for key, value in context.items())
 
 
 @dataclass(frozen=True)
@@ -323,7 +381,10 @@ class RowChecker:
     region: str
     default_timezone: str | None
     hours: CallingHours
+    #: Contacts are first due at the first callable instant from this one (``start_at`` or now).
     now: datetime
+    #: Number types accepted (phonenumbers' names, lower-case); other numbers are rejected.
+    number_types: frozenset[str] = DEFAULT_TYPES
     #: zones -> due ms, or the NeverCallable message; a few zone sets cover most contacts.
     _due: dict[tuple[str, ...], int | str] = field(default_factory=dict, compare=False, repr=False)
 
@@ -340,12 +401,9 @@ class RowChecker:
             return Rejected(line, 'field too long', f'a field is over {MAX_FIELD_BYTES // 1024} KiB', phone, raw_id)
         if _has_surrogates(''.join(fields)):
             return Rejected(line, 'invalid UTF-8', 'the row has bytes that are not UTF-8 text', phone, raw_id)
-        if not phone.strip():
-            return Rejected(line, 'empty phone', '', phone, raw_id)
-        try:
-            number = normalise_number(phone, self.region)
-        except InvalidNumber as exc:
-            return Rejected(line, 'invalid phone', exc.reason, phone, raw_id)
+        number = self._number(line, phone, raw_id)
+        if isinstance(number, Rejected):
+            return number
         if layout.contact_id is None:
             contact_id = str(line)
         else:
@@ -367,8 +425,25 @@ class RowChecker:
             return Rejected(line, 'never callable', due, phone, raw_id)
         name = fields[layout.name].strip() if layout.name is not None else ''
         context = {key: fields[i] for key, i in layout.context}
+        size = _context_bytes(context)
+        if size > MAX_CONTEXT_BYTES:
+            detail = f'{size} bytes in the other columns, at most {MAX_CONTEXT_BYTES // 1024} KiB per contact'
+            return Rejected(line, 'template context too large', detail, phone, raw_id)
         record = ContactRecord.dump_fields(contact_id, line, name, timezone, context)
         return Accepted(line, number, contact_id, record, due)
+
+    def _number(self, line: int, phone: str, raw_id: str) -> str | Rejected:
+        if not phone.strip():
+            return Rejected(line, 'empty phone', '', phone, raw_id)
+        try:
+            number, kind = normalise_typed(phone, self.region)
+        except InvalidNumber as exc:
+            return Rejected(line, 'invalid phone', exc.reason, phone, raw_id)
+        if kind not in self.number_types:
+            allowed = ', '.join(sorted(self.number_types))
+            detail = f'a {kind} number (this campaign calls {allowed}; see --number-types)'
+            return Rejected(line, 'number type not allowed', detail, phone, raw_id)
+        return number
 
     def _due_ms(self, zones: tuple[str, ...]) -> int | str:
         due = self._due.get(zones)

@@ -9,29 +9,30 @@ from __future__ import annotations
 
 import csv
 import itertools
+from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
-
-import structlog
 
 from campaigns.numbers import InvalidNumber, normalise_number
 from dialer import constants
 
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator, Sequence
+    from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
     from pathlib import Path
 
     from redis.asyncio import Redis
 
-
-log = structlog.get_logger(__name__)
 
 BATCH = 1000
 #: Column names (case-insensitive) that hold the number when a DNC file is a CSV with a header.
 NUMBER_COLUMNS = ('phone', 'number', 'phone_number', 'phonenumber', 'msisdn', 'e164', 'mobile', 'telephone')
 #: Invalid lines kept for the report; the count beyond this is still exact.
 MAX_REPORTED_INVALID = 100
+#: ``dnc list`` sorts at most about this many numbers at once; a longer list is read in prefix groups.
+LIST_CHUNK = 200_000
+#: Length of the prefix a long list is grouped by ("+1212555": at most 10,000 US numbers each).
+LIST_PREFIX = 8
 
 
 @dataclass
@@ -76,7 +77,6 @@ async def add_numbers(redis: Redis, numbers: Iterable[str], region: str) -> int:
     added = 0
     for batch in _batches(normalised):
         added += await redis.sadd(constants.DNC, *batch)
-    log.info('dnc.added', added=added, given=len(normalised))
     return added
 
 
@@ -86,13 +86,52 @@ async def remove_numbers(redis: Redis, numbers: Iterable[str], region: str) -> i
     removed = 0
     for batch in _batches(normalised):
         removed += await redis.srem(constants.DNC, *batch)
-    log.info('dnc.removed', removed=removed, given=len(normalised))
     return removed
 
 
 async def is_blocked(redis: Redis, number: str) -> bool:
     """Whether an E.164 number is on the list."""
     return bool(await redis.sismember(constants.DNC, number))
+
+
+async def check_number(redis: Redis, raw: str, region: str) -> tuple[str, bool]:
+    """``raw`` normalised to E.164 and whether it is on the list; InvalidNumber names a bad number."""
+    try:
+        number = normalise_number(raw, region)
+    except InvalidNumber as exc:
+        raise InvalidNumber(f'{raw!r} is not a valid phone number: {exc.reason}') from None
+    return number, await is_blocked(redis, number)
+
+
+async def listed_numbers(redis: Redis, *, chunk: int = LIST_CHUNK) -> AsyncIterator[str]:
+    """Every number on the list, in sorted order, holding at most about ``chunk`` of them in memory.
+
+    A list that fits in a chunk is read once (SSCAN) and sorted. A longer one is first counted by
+    number prefix, then read once per group of adjacent prefixes holding about ``chunk`` numbers,
+    each group sorted on its own: the order is the same on every run, and Redis is only ever asked
+    for small SSCAN steps, never a server-side SORT of the whole set.
+    """
+    if await redis.scard(constants.DNC) <= chunk:
+        numbers = {number async for number in redis.sscan_iter(constants.DNC, count=BATCH)}
+        for number in sorted(numbers):
+            yield number
+        return
+    counts: dict[str, int] = defaultdict(int)
+    async for number in redis.sscan_iter(constants.DNC, count=BATCH):
+        counts[number[:LIST_PREFIX]] += 1
+    group: set[str] = set()
+    size = 0
+    prefixes = sorted(counts)
+    for index, prefix in enumerate(prefixes):
+        group.add(prefix)
+        size += counts[prefix]
+        if size < chunk and index < len(prefixes) - 1:
+            continue
+        # SSCAN may return a member twice; the set keeps each once
+        numbers = {n async for n in redis.sscan_iter(constants.DNC, count=BATCH) if n[:LIST_PREFIX] in group}
+        for number in sorted(numbers):
+            yield number
+        group, size = set(), 0
 
 
 async def blocked_among(redis: Redis, numbers: Sequence[str]) -> set[str]:
@@ -133,13 +172,6 @@ async def import_file(redis: Redis, path: Path, region: str) -> ImportSummary:
                 await flush()
     if batch:
         await flush()
-    log.info(
-        'dnc.imported',
-        file=path.name,
-        added=summary.added,
-        already_listed=summary.already_listed,
-        invalid=summary.invalid_count,
-    )
     return summary
 
 

@@ -46,7 +46,8 @@ async def list_campaigns(redis: Redis) -> list[str]:
     return sorted(await redis.smembers(k.CAMPAIGNS))
 
 
-def _differences(old: CampaignConfig, new: CampaignConfig) -> list[str]:
+def differences(old: CampaignConfig, new: CampaignConfig) -> list[str]:
+    """The top-level settings (``hours``, ``retry``, ``trunk`` ...) that differ."""
     before, after = old.model_dump(mode='json'), new.model_dump(mode='json')
     return sorted(key for key in after if before.get(key) != after.get(key))
 
@@ -69,7 +70,7 @@ async def save_config(redis: Redis, config: CampaignConfig, *, update: bool = Fa
             return True
         raw = await redis.hget(key, 'config')
     old = CampaignConfig.model_validate_json(raw or '{}')
-    changed = _differences(old, config)
+    changed = differences(old, config)
     if not changed:
         return False
     if not update:

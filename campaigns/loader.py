@@ -8,6 +8,13 @@ are in flight, and duplicates are found by Redis, not by a set of every number s
 
 Loads are idempotent per file content (SHA-256): a file already loaded is skipped whole, and re-running
 an interrupted load finds its rows in place ("already loaded") instead of reporting duplicates.
+
+A refused load writes nothing: the file's head and header, the first batch of rows, the campaign's
+settings (an existing campaign's must match) and the rejects file are all checked before the first
+write, and the campaign is created (or paused) in the same atomic step that marks the load started.
+
+The rejects file holds each rejected row whole, after its line and reason, so that it can be fixed
+and loaded again as it is (the loader ignores its ``line`` and ``reason`` columns).
 """
 
 from __future__ import annotations
@@ -32,9 +39,12 @@ import structlog
 from phonenumbers import re_util
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
 
-from campaigns.csvfile import CheckedBatch, CsvError, CsvReader, Layout, Rejected, RowChecker, open_csv
-from campaigns.lifecycle import save_config
+from campaigns.config_match import check_same_settings
+from campaigns.csvfile import CheckedBatch, CsvError, CsvReader, Layout, RowChecker, open_csv
+from campaigns.lifecycle import CampaignConflictError
+from campaigns.prompt_vars import prompt_columns
 from dialer import constants as k
+from dialer.models import CampaignConfig, CampaignState
 from dialer.scripts import Scripts, register
 
 
@@ -44,8 +54,6 @@ if TYPE_CHECKING:
 
     from redis.asyncio import Redis
     from redis.commands.core import AsyncScript
-
-    from dialer.models import CampaignConfig
 
 
 log = structlog.get_logger(__name__)
@@ -61,8 +69,12 @@ _START_METHOD = 'fork' if sys.platform.startswith('linux') else 'spawn'
 
 _E164 = re.compile(r'\+[1-9]\d{6,14}')
 _FORMULA_START = ('=', '+', '-', '@', '\t', '\r')
+#: Digits and the punctuation of written phone numbers: no function name, reference or DDE call.
+_INERT = re.compile(r'[0-9 +\-().]*')
 
 Row = tuple[int, list[str]]
+#: A rejected row: (line, reason, message, fields as read)
+_Reject = tuple[int, str, str, list[str]]
 
 
 @dataclass
@@ -76,6 +88,8 @@ class LoadSummary:
     digest: str = ''
     #: The same file (by content) was loaded completely before; nothing was read or written.
     skipped_whole_file: bool = False
+    #: Columns a system prompt does not reference (see campaigns/prompt_vars.py).
+    unused_columns: list[str] = field(default_factory=list)
 
 
 def file_digest(path: Path) -> str:
@@ -84,24 +98,50 @@ def file_digest(path: Path) -> str:
 
 
 def neutralise(value: str) -> str:
-    """Keep a spreadsheet from running a cell of the rejects file as a formula (CSV injection)."""
+    """Keep a spreadsheet from running a free-text cell of the rejects file as a formula (CSV injection)."""
     if value.startswith(_FORMULA_START) and not _E164.fullmatch(value):
         return "'" + value
     return value
 
 
-class RejectsWriter:
-    """The rejects CSV: ``line,reason,phone,contact_id``, written as rows are rejected."""
+def neutralise_identifier(value: str) -> str:
+    """A phone, contact id or time zone cell as written, so that the fixed file loads again, unless it
+    could run as a formula: such a cell (letters, "=", "@" ...) must be retyped anyway."""
+    if value.startswith(_FORMULA_START) and not _INERT.fullmatch(value):
+        return "'" + value
+    return value
 
-    def __init__(self, path: Path) -> None:
+
+class RejectsWriter:
+    """The rejects CSV: ``line,reason`` then the row's own columns as read, written as rows are rejected.
+
+    Loading it again ignores ``line`` and ``reason``; a rejects file's own ``line`` and ``reason`` are
+    not repeated. Free-text cells are neutralised against formulas; phone, id and time zone cells are
+    kept as written where they cannot run as one.
+    """
+
+    def __init__(self, path: Path, layout: Layout) -> None:
         self.path = path
+        self._kept = [i for i in range(layout.width) if i not in layout.ignored]
+        self._identifiers = {i for i in (layout.phone, layout.contact_id, layout.timezone) if i is not None}
+        self._width = layout.width
         self._handle: TextIO = path.open('w', newline='', encoding='utf-8', errors='replace')
         self._writer = csv.writer(self._handle)
-        self._writer.writerow(['line', 'reason', 'phone', 'contact_id'])
+        self._writer.writerow(['line', 'reason', *(layout.header[i] for i in self._kept)])
 
-    def write(self, rejects: list[Rejected]) -> None:
+    def _cells(self, fields: list[str]) -> list[str]:
+        cells = [
+            (neutralise_identifier if i in self._identifiers else neutralise)(fields[i])
+            for i in self._kept
+            if i < len(fields)
+        ]
+        # a ragged row's extra cells are kept too: the row is fixed by looking at all of it
+        cells += [neutralise(cell) for cell in fields[self._width :]]
+        return cells
+
+    def write(self, rejects: list[_Reject]) -> None:
         self._writer.writerows(
-            [str(r.line), neutralise(r.message), neutralise(r.phone), neutralise(r.raw_id)] for r in rejects
+            [str(line), neutralise(message), *self._cells(fields)] for line, _, message, fields in rejects
         )
 
     def close(self) -> None:
@@ -200,9 +240,9 @@ class _Writer:
         self.summary = LoadSummary()
         self.reasons: Counter[str] = Counter()
 
-    def _rejected(self, row: Row, reason: str, detail: str) -> Rejected:
-        phone, raw_id = self.layout.raw_phone_and_id(row[1])
-        return Rejected(row[0], reason, detail, phone, raw_id)
+    @staticmethod
+    def _rejected(row: Row, reason: str, detail: str) -> _Reject:
+        return row[0], reason, f'{reason}: {detail}' if detail else reason, row[1]
 
     async def write(self, rows: list[Row], batch: CheckedBatch) -> None:
         rejected = [self._rejected(rows[position], reason, detail) for position, reason, detail in batch.rejected]
@@ -223,9 +263,9 @@ class _Writer:
                     detail = f'same number as line {code.removeprefix("dup:")}'
                     rejected.append(self._rejected(row, 'duplicate phone', detail))
         if rejected:
-            rejected.sort(key=lambda r: r.line)
+            rejected.sort(key=lambda r: r[0])
             self.rejects.write(rejected)
-            self.reasons.update(r.reason for r in rejected)
+            self.reasons.update(r[1] for r in rejected)
         self.summary.rows += len(rows)
         self.summary.rejected += len(rejected)
 
@@ -262,40 +302,46 @@ async def load_contacts(
     progress: bool = False,
     batch_size: int = 2000,
     workers: int | None = None,
+    paused: bool = False,
 ) -> LoadSummary:
     """Load a contacts CSV into ``config``'s campaign (created if new); see the module docstring.
 
     Raises ``CsvError`` for a file that cannot be loaded: before anything is written when the problem
-    is in the file's head or header; after the rows before it were loaded (and with the load recorded
-    as failed) when it is further down. ``workers``: parser processes (None = one per CPU for files
-    over a few MB, 0 = check rows in this process).
+    is in the file's head, header or first batch; after the rows before it were loaded (and with the
+    load recorded as failed) when it is further down. ``CampaignConflictError`` (nothing written) when
+    the campaign exists with other settings. ``workers``: parser processes (None = one per CPU for
+    files over a few MB, 0 = check rows in this process). ``paused``: the campaign is created paused
+    (or paused, if it is active) before any contact is added. A system prompt's ``{{placeholders}}``
+    must name columns of the file (``PromptError`` otherwise); columns it does not use are listed in
+    the summary's ``unused_columns``.
     """
     with open_csv(csv_path) as reader:
         rows = reader.rows()
         # A broken row in the first batch (every small bad file) fails before anything is written.
         first = list(itertools.islice(rows, batch_size))
         batches = itertools.chain([first] if first else [], _batches(rows, batch_size))
+        stored = await redis.hget(k.campaign(config.name), 'config')
+        if stored is not None:
+            check_same_settings(CampaignConfig.model_validate_json(stored), config)
         now_ms = await Scripts(redis).now_ms()
-        await save_config(redis, config)
         digest = file_digest(csv_path)  # not in a thread: a thread would be forked with the workers
         previous = await _load_status(redis, config.name, digest)
-        if previous is not None and previous.get('status') == 'done':
+        unused = prompt_columns(config, reader.path, reader.layout)
+        if stored is not None and previous is not None and previous.get('status') == 'done':
             log.info('contacts_file_already_loaded', campaign=config.name, file=csv_path.name, digest=digest)
-            return LoadSummary(already_loaded=int(previous.get('accepted', 0)), digest=digest, skipped_whole_file=True)
-        checker = RowChecker(
-            reader.layout,
-            config.default_region,
-            config.default_timezone,
-            config.hours,
-            datetime.fromtimestamp(now_ms / 1000, UTC),
-        )
+            return LoadSummary(
+                already_loaded=int(previous.get('accepted', 0)),
+                digest=digest,
+                skipped_whole_file=True,
+                unused_columns=unused,
+            )
+        checker = row_checker(config, reader.layout, now_ms)
         workers = default_workers(reader.size) if workers is None else workers
-        rejects = RejectsWriter(rejects_path)
+        rejects = RejectsWriter(rejects_path, reader.layout)  # an unwritable path fails here, before any write
         try:
             writer = _Writer(redis, config, rejects, reader.layout)
             finish = _Finish(redis, config, reader.path.name, digest, previous, writer)
-            await _set_load_status(redis, config.name, digest, {'status': 'loading', 'file': reader.path.name})
-            await Scripts(redis).lifecycle(config.name, config.trunk, 'load_start', digest)
+            await _open_load(redis, config, stored, digest, reader.path.name, paused=paused)
             try:
                 await _stream(reader, batches, writer, _Checkers(checker, workers), progress)
             except CsvError as exc:
@@ -306,9 +352,37 @@ async def load_contacts(
                 with contextlib.suppress(Exception):
                     await finish(failure=(None, f'load interrupted: {exc}'))
                 raise
-            return await finish()
+            summary = await finish()
+            summary.unused_columns = unused
+            return summary
         finally:
             rejects.close()
+
+
+def row_checker(config: CampaignConfig, layout: Layout, now_ms: int) -> RowChecker:
+    """The checker of ``config``'s rows: contacts are first due from ``start_at`` or now, the later."""
+    now = datetime.fromtimestamp(now_ms / 1000, UTC)
+    start = max(now, config.start_at) if config.start_at is not None else now
+    return RowChecker(
+        layout, config.default_region, config.default_timezone, config.hours, start, frozenset(config.number_types)
+    )
+
+
+async def _open_load(
+    redis: Redis, config: CampaignConfig, stored: str | None, digest: str, file: str, *, paused: bool
+) -> None:
+    """The load's first write, atomic: create the campaign (or pause it) and mark the load started."""
+    name = config.name
+    state = CampaignState.PAUSED if paused else CampaignState.ACTIVE
+    keys = [k.CLOCK_OFFSET, k.campaign(name), k.CAMPAIGNS, k.trunk_campaigns(config.trunk), k.campaign_loads(name)]
+    status = json.dumps({'status': 'loading', 'file': file}, separators=(',', ':'))
+    args = [name, stored or '', config.model_dump_json(), state.value, digest, status]
+    reply = _text(await register(redis, 'open_load')(keys=keys, args=args))
+    if reply.startswith('error:'):
+        raise CampaignConflictError(
+            f'campaign {name!r} was created or changed by someone else while this load was being checked; '
+            'run the load again'
+        )
 
 
 @dataclass

@@ -14,9 +14,9 @@ from __future__ import annotations
 import re
 
 import phonenumbers
-from phonenumbers import NumberParseException, PhoneNumberFormat, ValidationResult
+from phonenumbers import NumberParseException, PhoneNumberFormat, PhoneNumberType, ValidationResult
 
-from campaigns.number_patterns import quick_e164
+from campaigns.number_patterns import quick_number
 
 
 class InvalidNumber(ValueError):  # noqa: N818  the name reads as the reason a row is rejected
@@ -43,6 +43,10 @@ _PARSE_ERRORS = {
     NumberParseException.TOO_SHORT_NSN: 'too short',
     NumberParseException.TOO_LONG: 'too long',
 }
+#: PhoneNumberType value -> its name in lower case, as campaign settings spell number types.
+TYPE_NAMES = {
+    value: name.lower() for name, value in vars(PhoneNumberType).items() if name.isupper() and isinstance(value, int)
+}
 _LENGTH_ERRORS = {
     ValidationResult.TOO_SHORT: 'too short',
     ValidationResult.TOO_LONG: 'too long',
@@ -57,14 +61,27 @@ def normalise_number(raw: str, region: str) -> str:
     Raises ``InvalidNumber`` with a reason such as 'empty', 'not a phone number', 'too long' or
     'not a valid number for region GB'.
     """
+    return normalise_typed(raw, region)[0]
+
+
+def normalise_typed(raw: str, region: str) -> tuple[str, str]:
+    """(E.164, number type) of ``raw``, as ``normalise_number`` reads it; the type is phonenumbers'
+    ``PhoneNumberType`` name in lower case (``mobile``, ``premium_rate``, ...)."""
     text = raw.strip()
     if not text:
         raise InvalidNumber('empty')
     if len(text) > MAX_RAW_LENGTH:
         raise InvalidNumber('too long')
-    quick = quick_e164(text, region)
+    quick = quick_number(text, region)
+    if quick is None and text.startswith('00') and phonenumbers.country_code_for_region(region) == 1:
+        quick = quick_number('+' + re.sub(r'\D', '', text)[2:], region)  # see _read_00_as_international
     if quick is not None:
         return quick
+    number = _slow_parse(text, region)
+    return phonenumbers.format_number(number, PhoneNumberFormat.E164), TYPE_NAMES[phonenumbers.number_type(number)]
+
+
+def _slow_parse(text: str, region: str) -> phonenumbers.PhoneNumber:
     if _EXTENSION.search(text):
         raise InvalidNumber('has an extension (extensions cannot be dialled)')
     if _LETTER.search(text):
@@ -83,22 +100,18 @@ def normalise_number(raw: str, region: str) -> str:
         if digits.startswith('00') and not text.startswith('+'):
             retry = _parse('+' + digits[2:], region)
             if phonenumbers.is_valid_number(retry) and not retry.extension:
-                return phonenumbers.format_number(retry, PhoneNumberFormat.E164)
+                return retry
         raise InvalidNumber(_invalid_reason(number, region))
-    return phonenumbers.format_number(number, PhoneNumberFormat.E164)
+    return number
 
 
-def _read_00_as_international(text: str, region: str) -> str | None:
+def _read_00_as_international(text: str, region: str) -> phonenumbers.PhoneNumber | None:
     # "00 44 ..." is the international form in most of the world; North America dials abroad
     # with 011, so the parser reads it as a national number, which there never starts with 0:
     # read it as international straight away instead of parsing it twice.
-    written = '+' + re.sub(r'\D', '', text)[2:]
-    quick = quick_e164(written, region)
-    if quick is not None:
-        return quick
-    number = _try_parse(written, region)
+    number = _try_parse('+' + re.sub(r'\D', '', text)[2:], region)
     if number is not None and not number.extension and phonenumbers.is_valid_number(number):
-        return phonenumbers.format_number(number, PhoneNumberFormat.E164)
+        return number
     return None
 
 

@@ -117,7 +117,9 @@ async def campaign_status(redis: Redis, name: str) -> dict[str, Any]:
         pipe.zcount(k.campaign_due(name), '-inf', now)
         pipe.zcard(k.campaign_due(name))
         pipe.zrangebyscore(k.ACCOUNT_RATE_MINUTE, now - MINUTE_MS, '+inf')
-        data, first_due, due_now, waiting, minute_log = await pipe.execute()
+        pipe.get(k.ACCOUNT_HOLD)
+        pipe.zrange(k.AMBIGUOUS, 0, -1)
+        data, first_due, due_now, waiting, minute_log, account_hold, ambiguous = await pipe.execute()
     if not data or 'config' not in data:
         raise UnknownCampaignError(name)
     config = CampaignConfig.model_validate_json(data['config'])
@@ -132,15 +134,19 @@ async def campaign_status(redis: Redis, name: str) -> dict[str, Any]:
     remaining = sum(n for s, n in statuses.items() if s != ContactStatus.DONE)
     # Creations in the last minute come from the account's rate log, whose members name the attempt.
     calls_last_minute = sum(1 for member in minute_log if _attempt_campaign(member) == name)
+    due_now, queued = int(due_now), int(waiting)
     eta_seconds: float | None = None
     if remaining == 0:
         eta_seconds = 0.0
-    elif calls_last_minute and data.get('state') == 'active':
-        # A lower bound: each open contact needs at least one more call at the recent pace.
+    elif calls_last_minute and data.get('state') == 'active' and (due_now or in_flight):
+        # A lower bound: each open contact needs at least one more call at the recent pace. With
+        # nothing due and nothing in flight no call is being made, so no time can be promised.
         eta_seconds = round(remaining / calls_last_minute * 60, 1)
     return {
         'name': name,
         'state': data.get('state', '?'),
+        'held': held_by(data.get('fault'), account_hold),
+        'ambiguous_attempts': sum(1 for member in ambiguous if _attempt_campaign(member) == name),
         'loading': 'loading' in data,
         'trunk': config.trunk,
         'now': iso_ms(now),
@@ -161,13 +167,35 @@ async def campaign_status(redis: Redis, name: str) -> dict[str, Any]:
         'sip_minutes': round(sip_seconds / 60, 2),
         'agent_minutes': round(agent_seconds / 60, 2),
         'answer_rate': (round(attempt_outcomes[Outcome.ANSWERED] / attempts_ended, 4) if attempts_ended else None),
-        'due_now': int(due_now),
-        'waiting': int(waiting),
+        # the due ZSET, split at now: due now (dialled as trunk capacity allows) and due later
+        'due_now': due_now,
+        'waiting': queued - due_now,
+        'queued': queued,
         'next_due_at': iso_ms(first_due[0][1]) if first_due else None,
         'calls_last_minute': calls_last_minute,
         'eta_seconds': eta_seconds,
         'eta_at': iso_ms(now + eta_seconds * 1000) if eta_seconds is not None else None,
     }
+
+
+def held_by(campaign_fault: str | None, account_hold: str | None) -> dict[str, Any] | None:
+    """Why the campaign cannot dial now, if a fault holds it: its own (agent gone, trunk missing)
+    or the account's (bad key, payment, disabled). None while nothing does."""
+    if account_hold and account_hold.startswith(k.FAULT_HOLD_PREFIX):
+        reason, _, detail = account_hold.removeprefix(k.FAULT_HOLD_PREFIX).partition(':')
+        return {'scope': 'account', 'reason': reason, 'detail': detail.strip()}
+    if campaign_fault:
+        try:
+            fault = json.loads(campaign_fault)
+            return {
+                'scope': 'campaign',
+                'reason': str(fault['reason']),
+                'detail': str(fault.get('detail', '')),
+                'since': iso_ms(fault.get('since_ms')),
+            }
+        except (ValueError, KeyError, TypeError):
+            return {'scope': 'campaign', 'reason': 'unknown', 'detail': campaign_fault[:200]}
+    return None
 
 
 def _duration(seconds: float | None) -> str:
@@ -204,12 +232,20 @@ def render_status(status: dict[str, Any]) -> Table:
         ('Answer rate', '-' if answer_rate is None else f'{answer_rate:.1%}'),
         ('SIP minutes', f'{status["sip_minutes"]:.2f}'),
         ('Agent minutes', f'{status["agent_minutes"]:.2f}'),
-        ('Due now / waiting', f'{status["due_now"]} / {status["waiting"]}'),
+        ('Due now / waiting', f'{status["due_now"]} / {status["waiting"]} (due later)'),
         ('Next due', status.get('next_due_at') or '-'),
     ]
     if status['state'] == 'active':
         eta = status.get('eta_seconds')
-        rows.append(('ETA (at recent pace)', _duration(eta) + (f' ({status["eta_at"]})' if eta else '')))
+        if eta is None and not status['due_now'] and not status['in_flight'] and status.get('next_due_at'):
+            rows.append(('ETA (at recent pace)', f'nothing callable until {status["next_due_at"]}'))
+        else:
+            rows.append(('ETA (at recent pace)', _duration(eta) + (f' ({status["eta_at"]})' if eta else '')))
+    held = status.get('held')
+    if held:
+        rows.insert(1, ('Held', f'{held["reason"]} ({held["scope"]}): {held["detail"]}'))
+    if status.get('ambiguous_attempts'):
+        rows.append(('Ambiguous creates', f'{status["ambiguous_attempts"]} (looked up, never re-dialled)'))
     for label, value in rows:
         table.add_row(label, value)
     return table
@@ -264,16 +300,12 @@ def _contact_row(
     }
 
 
-class _AtomicWriter:
-    """Rows go to a temporary file beside the output, renamed over it only when complete."""
+class _RowWriter:
+    """Rows as CSV (phone numbers as written, formulas neutralised) or JSON lines, onto a text handle."""
 
-    def __init__(self, output: Path, fmt: Literal['csv', 'jsonl']) -> None:
-        self.output = output
-        self.fmt = fmt
-        fd, name = tempfile.mkstemp(prefix=f'.{output.name}.', suffix='.tmp', dir=output.parent)
-        self.tmp = Path(name)
-        self.handle: IO[str] = os.fdopen(fd, 'w', encoding='utf-8', newline='')
-        self.csv = csv.writer(self.handle) if fmt == 'csv' else None
+    def __init__(self, handle: IO[str], fmt: Literal['csv', 'jsonl']) -> None:
+        self.handle = handle
+        self.csv = csv.writer(handle) if fmt == 'csv' else None
         if self.csv is not None:
             self.csv.writerow(EXPORT_COLUMNS)
 
@@ -289,6 +321,22 @@ class _AtomicWriter:
                     value = json.dumps(value, ensure_ascii=False, separators=(',', ':')) if value else ''
                 cells.append(neutralise_cell(str(value)))
             self.csv.writerow(cells)
+
+    def commit(self) -> None:
+        self.handle.flush()
+
+    def abort(self) -> None:
+        self.handle.flush()
+
+
+class _AtomicWriter(_RowWriter):
+    """Rows go to a temporary file beside the output, renamed over it only when complete."""
+
+    def __init__(self, output: Path, fmt: Literal['csv', 'jsonl']) -> None:
+        self.output = output
+        fd, name = tempfile.mkstemp(prefix=f'.{output.name}.', suffix='.tmp', dir=output.parent)
+        self.tmp = Path(name)
+        super().__init__(os.fdopen(fd, 'w', encoding='utf-8', newline=''), fmt)
 
     def commit(self) -> None:
         self.handle.flush()
@@ -326,10 +374,11 @@ async def _batch_rows(redis: Redis, name: str, batch: Sequence[tuple[str, str]])
     return rows
 
 
-async def export_results(redis: Redis, name: str, output: Path, fmt: str = 'csv') -> int:
+async def export_results(redis: Redis, name: str, output: Path | IO[str], fmt: str = 'csv') -> int:
     """Write one row per contact to ``output`` (CSV or JSON lines); returns the rows written.
 
-    The file appears complete or not at all. Contacts come in HSCAN order; a contact added while the
+    ``output`` is a path or an open text stream (``--output -`` passes stdout, written as it goes). A
+    file appears complete or not at all. Contacts come in HSCAN order; a contact added while the
     export runs may be missed (or, if the hash grows meanwhile, repeated), so export a settled load.
     """
     check_name('campaign', name)
@@ -337,7 +386,8 @@ async def export_results(redis: Redis, name: str, output: Path, fmt: str = 'csv'
         raise ValueError(f'export format must be csv or jsonl, not {fmt!r}')
     if not await redis.hexists(k.campaign(name), 'config'):
         raise UnknownCampaignError(name)
-    writer = _AtomicWriter(Path(output), 'csv' if fmt == 'csv' else 'jsonl')
+    kind: Literal['csv', 'jsonl'] = 'csv' if fmt == 'csv' else 'jsonl'
+    writer = _AtomicWriter(Path(output), kind) if isinstance(output, (str, Path)) else _RowWriter(output, kind)
     written = 0
     try:
         batch: list[tuple[str, str]] = []
@@ -361,7 +411,13 @@ async def export_results(redis: Redis, name: str, output: Path, fmt: str = 'csv'
 
 
 async def trunks_status(redis: Redis, registry: TrunkRegistry, account_limits: AccountLimits) -> list[dict[str, Any]]:
-    """Per trunk, then the account: calls in flight, recent creations, waiting work, holds."""
+    """Per trunk, then the account: calls in flight, recent creations, waiting work, holds.
+
+    Calls in flight and due contacts are counted from the campaigns (their dialing + in_call
+    counters and due ZSETs), exactly as ``campaign status`` counts them, so the two always agree.
+    The limiter's slot leases are reported beside them (``slots_held``): the account holds no slots
+    at all when it has no concurrency limit, which is why counting slots showed 0 calls in flight.
+    """
     now = await Scripts(redis).now_ms()
     names = sorted(registry.trunks)
     async with redis.pipeline(transaction=False) as pipe:
@@ -370,47 +426,52 @@ async def trunks_status(redis: Redis, registry: TrunkRegistry, account_limits: A
             pipe.get(k.trunk_rate(name))
             pipe.pttl(k.trunk_hold(name))
             pipe.get(k.trunk_hold(name))
-            pipe.smembers(k.trunk_campaigns(name))
         pipe.zcount(k.ACCOUNT_SLOTS, f'({now}', '+inf')
         pipe.zrangebyscore(k.ACCOUNT_RATE_MINUTE, now - MINUTE_MS, '+inf')
         pipe.pttl(k.ACCOUNT_HOLD)
         pipe.get(k.ACCOUNT_HOLD)
+        pipe.smembers(k.CAMPAIGNS)
         replies = await pipe.execute()
-    per_trunk = [replies[i * 5 : i * 5 + 5] for i in range(len(names))]
-    account_in_flight, minute_log, account_ttl, account_reason = replies[len(names) * 5 :]
+    per_trunk = [replies[i * 4 : i * 4 + 4] for i in range(len(names))]
+    account_slots, minute_log, account_ttl, account_reason, campaign_names = replies[len(names) * 4 :]
 
-    # Which trunk each recently created call went through, from its campaign's configuration.
     recent_by_campaign: dict[str, int] = {}
     for member in minute_log:
         campaign_name = _attempt_campaign(member)
         if campaign_name:
             recent_by_campaign[campaign_name] = recent_by_campaign.get(campaign_name, 0) + 1
-    active = sorted({c for reply in per_trunk for c in reply[4]})
-    looked_up = sorted(set(recent_by_campaign) | set(active))
+    looked_up = sorted(campaign_names)
     async with redis.pipeline(transaction=False) as pipe:
         for campaign_name in looked_up:
-            pipe.hget(k.campaign(campaign_name), 'config')
+            pipe.hmget(k.campaign(campaign_name), ['config', 'state', 'n:dialing', 'n:in_call'])
             pipe.zcount(k.campaign_due(campaign_name), '-inf', now)
             pipe.zcard(k.campaign_due(campaign_name))
         looked = await pipe.execute()
-    trunk_of: dict[str, str] = {}
-    due_now: dict[str, tuple[int, int]] = {}
+    on_trunk: dict[str, list[str]] = {}
+    in_flight: dict[str, int] = {}
+    due: dict[str, tuple[int, int]] = {}
     for i, campaign_name in enumerate(looked_up):
-        raw, due, waiting = looked[i * 3 : i * 3 + 3]
-        if raw:
-            trunk_of[campaign_name] = json.loads(raw).get('trunk', '')
-        due_now[campaign_name] = (int(due), int(waiting))
+        (raw, state, dialing, in_call), due_now, queued = looked[i * 3 : i * 3 + 3]
+        if not raw:
+            continue
+        trunk_name = json.loads(raw).get('trunk', '')
+        in_flight[campaign_name] = to_int(dialing) + to_int(in_call)
+        due[campaign_name] = (int(due_now), int(queued) - int(due_now))
+        if state in {'active', 'paused'} or in_flight[campaign_name]:
+            on_trunk.setdefault(trunk_name, []).append(campaign_name)
 
     rows: list[dict[str, Any]] = []
-    for trunk_name, (in_flight, tat, ttl, reason, campaigns) in zip(names, per_trunk, strict=True):
+    for trunk_name, (slots, tat, ttl, reason) in zip(names, per_trunk, strict=True):
         trunk = registry.trunks[trunk_name]
         interval = 1000 / trunk.calls_per_second
-        recent = sum(n for c, n in recent_by_campaign.items() if trunk_of.get(c) == trunk_name)
+        campaigns = on_trunk.get(trunk_name, [])
+        recent = sum(recent_by_campaign.get(c, 0) for c in campaigns)
         rows.append(
             {
                 'kind': 'trunk',
                 'name': trunk_name,
-                'in_flight': int(in_flight),
+                'in_flight': sum(in_flight[c] for c in campaigns),
+                'slots_held': int(slots),
                 'max_concurrent': trunk.max_concurrent,
                 'calls_last_minute': recent,
                 'recent_calls_per_second': round(recent / 60, 2),
@@ -418,8 +479,8 @@ async def trunks_status(redis: Redis, registry: TrunkRegistry, account_limits: A
                 # GCRA: the next creation is allowed once now >= TAT + interval - burst * interval
                 'rate_wait_ms': max(0, int(to_float(tat) + interval - interval * trunk.burst - now)) if tat else 0,
                 'campaigns': sorted(campaigns),
-                'due_now': sum(due_now.get(c, (0, 0))[0] for c in campaigns),
-                'waiting': sum(due_now.get(c, (0, 0))[1] for c in campaigns),
+                'due_now': sum(due[c][0] for c in campaigns),
+                'waiting': sum(due[c][1] for c in campaigns),
                 'hold_ms': max(0, int(ttl)),
                 'hold_reason': reason if int(ttl) > 0 else None,
             }
@@ -428,7 +489,8 @@ async def trunks_status(redis: Redis, registry: TrunkRegistry, account_limits: A
         {
             'kind': 'account',
             'name': 'account',
-            'in_flight': int(account_in_flight),
+            'in_flight': sum(in_flight.values()),
+            'slots_held': int(account_slots),
             'max_concurrent': account_limits.max_concurrent,
             'calls_last_minute': len(minute_log),
             'recent_calls_per_second': round(len(minute_log) / 60, 2),

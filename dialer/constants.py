@@ -33,6 +33,14 @@ ACCOUNT_RATE_MINUTE: Final = 'dialer:account:rate:m'
 #: STRING with a TTL: while it exists, no call is created on the account (429 / breaker back-off).
 ACCOUNT_HOLD: Final = 'dialer:account:hold'
 ACCOUNT_FAILURES: Final = 'dialer:account:failures'
+#: STRING with a TTL: set (NX) by the worker that probes an open fault, so one worker probes per interval.
+FAULT_PROBE: Final = 'dialer:account:fault_probe'
+#: Value prefix of ``ACCOUNT_HOLD`` while the account itself is unusable (bad key, payment, disabled).
+#: Such a hold is refreshed by each failed probe and lifted by the first probe that succeeds.
+FAULT_HOLD_PREFIX: Final = 'fault:'
+#: ZSET attempt id -> Redis ms when its create was first seen as ambiguous (quarantined, never
+#: re-dialled); members leave when the call is found, recorded, or the quarantine ends.
+AMBIGUOUS: Final = 'dialer:ambiguous'
 #: HASH trunk name -> JSON of its limits as last applied by a worker (for status and the exporter).
 TRUNK_LIMITS: Final = 'dialer:trunks:limits'
 #: HASH worker id -> JSON heartbeat (for status); entries expire via a sibling ZSET of deadlines.
@@ -136,6 +144,6 @@ def trunk_unsent(trunk: str) -> str:
     return f'dialer:trunk:{trunk}:unsent'
 
 
-def webhook_seen(signature: str) -> str:
-    """STRING with a TTL of twice the webhook max age: a delivery already accepted (replay guard)."""
-    return f'dialer:webhook:seen:{signature[:64]}'
+def webhook_seen(digest: str) -> str:
+    """STRING with a TTL of twice the webhook max age: a delivery (body + timestamp digest) already seen."""
+    return f'dialer:webhook:seen:{digest[:64]}'

@@ -77,7 +77,10 @@ def configure_logging(level: str = 'info', fmt: str = 'console') -> None:
     handler.setFormatter(logging.Formatter('%(levelname)s %(name)s: %(message)s'))
     handler.addFilter(_MaskingFilter())
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
-    logging.getLogger('arq').setLevel(max(logging.WARNING, logging.getLevelNamesMapping()[level.upper()]))
+    # httpx and httpcore log every request at INFO (one line per poll and create): debug detail only.
+    quiet = max(logging.WARNING, logging.getLevelNamesMapping()[level.upper()])
+    for name in ('arq', 'httpx', 'httpcore'):
+        logging.getLogger(name).setLevel(logging.DEBUG if level == 'debug' and name != 'arq' else quiet)
 
 
 def masked_attempt(attempt_id: str) -> str:

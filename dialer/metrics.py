@@ -64,3 +64,22 @@ WEBHOOKS_RECEIVED = Counter(
 )
 WORKER_JOBS = Counter('dialer_worker_jobs_total', 'Dial jobs run by this worker, by result.', ['result'])
 WORKER_UP = Gauge('dialer_worker_up', 'Always 1 while the worker process serves metrics.')
+WORKER_REDIS_UP = Gauge('dialer_worker_redis_up', '1 while this process reaches Redis, 0 while it is reconnecting.')
+WORKER_RESTARTS = Counter(
+    'dialer_worker_restarts_total', 'Times this worker restarted its run loop after losing Redis.'
+)
+AMBIGUOUS_CREATES = Counter(
+    'dialer_ambiguous_creates_total',
+    'Creates whose answer was lost, by how the lookup resolved them (found, absent after quarantine).',
+    ['trunk', 'resolution'],
+)
+ACCOUNT_FAULTS = Counter(
+    'dialer_account_faults_total',
+    'Responses that said the account or agent is unusable (dialling held, no attempt spent), by reason.',
+    ['reason'],
+)
+WEBHOOK_MISMATCHES = Counter(
+    'dialer_webhook_foreign_calls_total',
+    "Signed webhooks naming a call that is not their attempt's recorded call (ignored).",
+    ['event'],
+)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import zoneinfo
-from datetime import time
+from datetime import datetime, time
 from enum import StrEnum
 from functools import cache
 from typing import Annotated, Any, Literal, Self
@@ -143,9 +143,27 @@ class RetryPolicy(_Strict):
             raise ValueError(f'delays must not be negative (for {", ".join(negative)})')
         if len(self.retry_on) != len(set(self.retry_on)):
             raise ValueError('retry_on lists an outcome twice')
-        if self.retry_on and self.max_attempts == 1:
-            raise ValueError('retry_on is set but max_attempts = 1 leaves no attempt to retry with')
+        # max_attempts = 1 with the default retry_on simply means "no retries": not a contradiction
         return self
+
+
+#: phonenumbers' PhoneNumberType names, lower-case (campaigns/numbers.py maps them).
+NUMBER_TYPES: tuple[str, ...] = (
+    'fixed_line', 'mobile', 'fixed_line_or_mobile', 'toll_free', 'premium_rate', 'shared_cost', 'voip',
+    'personal_number', 'pager', 'uan', 'voicemail',
+)  # fmt: skip
+NumberType = Literal[
+    'fixed_line', 'mobile', 'fixed_line_or_mobile', 'toll_free', 'premium_rate', 'shared_cost', 'voip',
+    'personal_number', 'pager', 'uan', 'voicemail',
+]  # fmt: skip
+#: Numbers a person answers; premium-rate, shared-cost, toll-free, pager, UAN and voicemail are not.
+DEFAULT_NUMBER_TYPES: tuple[NumberType, ...] = (
+    'fixed_line',
+    'mobile',
+    'fixed_line_or_mobile',
+    'voip',
+    'personal_number',
+)
 
 
 class CampaignConfig(_Strict):
@@ -166,6 +184,24 @@ class CampaignConfig(_Strict):
     first_speaker: Literal['user', 'agent'] = 'user'
     #: Optional Ultravox call throttle name (``?throttle=``).
     throttle: str | None = None
+    #: phonenumbers number types a contact's number may have; others are rejected at load.
+    number_types: tuple[NumberType, ...] = DEFAULT_NUMBER_TYPES
+    #: No contact is due before this instant (set by ``load --start-at``); None = as soon as hours allow.
+    start_at: datetime | None = None
+
+    @field_validator('number_types')
+    @classmethod
+    def _number_types(cls, value: tuple[NumberType, ...]) -> tuple[NumberType, ...]:
+        if not value:
+            raise ValueError(f'number_types needs at least one of {", ".join(NUMBER_TYPES)}')
+        return tuple(dict.fromkeys(value))
+
+    @field_validator('start_at')
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and (value.tzinfo is None or value.utcoffset() is None):
+            raise ValueError('start_at needs a UTC offset, e.g. 2026-03-02T09:00:00+00:00')
+        return value
 
     @field_validator('default_region')
     @classmethod

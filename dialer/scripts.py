@@ -39,6 +39,8 @@ _NAMES: Final = (
     'hold',
     'cancel',
     'lifecycle',
+    'lift_fault',
+    'requeue',
 )
 
 
@@ -71,6 +73,14 @@ class Begun:
     now_ms: int
     contact: str | None = None
     progress: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Forgotten:
+    forgotten: bool
+    #: ms until the quarantine ends (0 once forgotten); lookups made so far.
+    quarantine_left_ms: int
+    lookups: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +135,10 @@ class Scripts:
             return Claimed([], int(result[0]))
         return Claimed([str(ref) for ref in result[1:]], 0)
 
-    async def begin(self, job_ref: str, trunk: str, limits: SlotLimits, lease_ms: int) -> Begun:
+    async def begin(
+        self, job_ref: str, trunk: str, limits: SlotLimits, lease_ms: int, ambiguous_lease_ms: int = 0
+    ) -> Begun:
+        """``ambiguous_lease_ms``: how long slots are held for an attempt whose call may be live."""
         name, number, attempt = job_ref_parts(job_ref)
         keys = [
             k.campaign(name),
@@ -139,10 +152,11 @@ class Scripts:
             k.DNC,
             k.trunk_campaigns(trunk),
             k.campaign_contacts(name),
+            k.ACCOUNT_HOLD,
+            k.AMBIGUOUS,
         ]
-        result = await self._run(
-            'begin', keys, [name, number, attempt, job_ref, limits.trunk, limits.account, lease_ms]
-        )
+        args = [name, number, attempt, job_ref, limits.trunk, limits.account, lease_ms, ambiguous_lease_ms or lease_ms]
+        result = await self._run('begin', keys, args)
         verdict, now = str(result[0]), int(result[1])
         if len(result) == 2:
             return Begun(verdict, now)
@@ -190,6 +204,7 @@ class Scripts:
             k.trunk_unsent(trunk),
             k.TRACKING,
             k.ACCOUNT_FAILURES,
+            k.AMBIGUOUS,
         ]
         args = [number, attempt, attempt_id, call_id, lease_ms, first_poll_ms, limits.trunk, limits.account]
         return bool(await self._run('created', keys, args))
@@ -223,6 +238,7 @@ class Scripts:
             k.trunk_campaigns(trunk),
             k.trunk_failures(trunk),
             k.trunk_hold(trunk),
+            k.AMBIGUOUS,
         ]
         args = [
             name,
@@ -273,13 +289,20 @@ class Scripts:
             k.ACCOUNT_SLOTS,
             k.trunk_unsent(trunk),
             k.CLAIMED,
+            k.AMBIGUOUS,
         ]
         return bool(await self._run('hand_back', keys, [name, number, attempt, job_ref, due_at_ms, delay_ms]))
 
-    async def forget(self, attempt_id: str) -> bool:
+    async def forget(self, attempt_id: str, quarantine_ms: int = 0) -> Forgotten:
+        """Forget an ambiguous create that Ultravox does not know, once its quarantine has passed."""
         name, number, attempt = k.parse_attempt_id(attempt_id)
-        keys = [k.campaign_progress(name), k.campaign_attempts(name)]
-        return bool(await self._run('forget', keys, [number, attempt]))
+        keys = [k.campaign_progress(name), k.campaign_attempts(name), k.AMBIGUOUS]
+        forgotten, left, lookups = await self._run('forget', keys, [number, attempt, attempt_id, quarantine_ms])
+        return Forgotten(bool(forgotten), int(left), int(lookups))
+
+    async def lift_fault(self) -> bool:
+        """Lift the account's fault hold (not a 429 hold); True if one was lifted."""
+        return bool(await self._run('lift_fault', [k.ACCOUNT_HOLD], []))
 
     async def lease_due(self, schedule: str, limit: int, lease_ms: int) -> list[str]:
         return [str(m) for m in await self._run('lease_due', [schedule], [limit, lease_ms])]
@@ -307,3 +330,11 @@ class Scripts:
     async def cancel_batch(self, name: str, trunk: str, batch: int = 1000) -> int:
         keys = [k.campaign(name), k.campaign_due(name), k.campaign_progress(name), k.trunk_campaigns(trunk)]
         return int(await self._run('cancel', keys, [name, batch]))
+
+    async def requeue(self, name: str, trunk: str, outcome: str, reason: str, numbers: Sequence[str]) -> int:
+        """Reopen those of ``numbers`` that ended with ``outcome`` (and ``reason`` in their last record)."""
+        if not numbers:
+            return 0
+        keys = [k.campaign(name), k.campaign_progress(name), k.campaign_attempts(name), k.campaign_due(name)]
+        keys.append(k.trunk_campaigns(trunk))
+        return int(await self._run('requeue', keys, [name, outcome, reason, *numbers]))

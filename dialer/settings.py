@@ -58,6 +58,12 @@ class Settings(BaseSettings):
     #: After a create whose response was lost, wait this long before looking the call up by its
     #: metadata, so that a request Ultravox is still processing is found rather than dialled again.
     ambiguous_create_delay: float = Field(default=10.0, ge=0)
+    #: An ambiguous create is looked up (with backoff from ``ambiguous_create_delay``) for this long
+    #: before the attempt may be dialled again: it must cover any plausible server-side completion.
+    ambiguous_quarantine: float = Field(default=600.0, ge=0)
+    #: While the account (bad key, payment) or a campaign's agent is unusable, one worker of the fleet
+    #: probes Ultravox this often; dialling resumes on the first probe that succeeds.
+    fault_probe_interval: float = Field(default=15.0, gt=0)
     #: A dial job waits in place for a rate token at most this long; longer waits hand it back.
     max_rate_wait: float = Field(default=2.0, ge=0)
 
@@ -75,6 +81,9 @@ class Settings(BaseSettings):
     #: How long commands keep retrying while Redis is unreachable (a restart or failover).
     redis_retry_seconds: float = Field(default=60.0, ge=0)
 
+    #: ``/healthz`` fails (503) when the worker's main loop has not turned for this long.
+    health_stall_seconds: float = Field(default=60.0, gt=0)
+
     worker_max_jobs: int = Field(default=200, ge=1)
     worker_poll_delay: float = Field(default=0.02, gt=0)
     #: Seconds a stopping worker (SIGTERM) lets running dial jobs finish before handing them back.
@@ -90,6 +99,11 @@ class Settings(BaseSettings):
     webhook_secrets: list[SecretStr] = Field(default_factory=list)
     webhook_max_age: float = Field(default=60.0, gt=0)
     webhook_max_body: int = Field(default=256 * 1024, gt=0)
+    #: Seconds a client may take to send a request's headers, then its body (slow clients are cut off).
+    webhook_header_timeout: float = Field(default=10.0, gt=0)
+    webhook_body_timeout: float = Field(default=10.0, gt=0)
+    #: Connections (and requests) the receiver serves at once; more get 503.
+    webhook_max_connections: int = Field(default=200, ge=1)
 
     breaker_threshold: int = Field(default=5, ge=1)
     breaker_cooldown: float = Field(default=30.0, gt=0)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import tomllib
+import unicodedata
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -15,6 +16,11 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter, Valid
 
 from dialer.models import check_name
 from dialer.sip import Transport, check_sip_host, sip_uri
+
+
+#: Unicode categories refused in SIP header fields: controls, format characters (zero-width, bidi
+#: overrides), line and paragraph separators, unassigned and private-use code points.
+_CONTROL = frozenset({'Cc', 'Cf', 'Zl', 'Zp', 'Cn', 'Co', 'Cs'})
 
 
 class TrunkConfigError(ValueError):
@@ -50,6 +56,17 @@ class SipTrunk(TrunkLimits):
     @classmethod
     def _name(cls, value: str) -> str:
         return check_name('trunk', value)
+
+    @field_validator('host', 'caller_id', 'username', mode='before')
+    @classmethod
+    def _printable(cls, value: Any) -> Any:
+        # These go into SIP headers: a newline or space would split or forge a header line.
+        if isinstance(value, str):
+            bad = next((ch for ch in value if ch.isspace() or unicodedata.category(ch) in _CONTROL), None)
+            if bad is not None:
+                what = 'whitespace' if bad.isspace() else 'a control character'
+                raise ValueError(f'must not contain {what} (U+{ord(bad):04X} at position {value.index(bad) + 1})')
+        return value
 
     @field_validator('host')
     @classmethod
@@ -126,7 +143,7 @@ def _describe(exc: ValidationError) -> str:
     parts = []
     for error in exc.errors(include_url=False, include_input=False):
         where = '.'.join(str(p) for p in error['loc'] if p != 'sip') or 'trunk'
-        message = error['msg']
+        message = str(error['msg']).removeprefix('Value error, ')
         if error['type'] == 'missing':
             message = 'is required'
         elif error['type'] == 'extra_forbidden':

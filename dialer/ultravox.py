@@ -7,6 +7,8 @@ call, and only the caller (which can reconcile by metadata) may decide to send a
 | failure                                        | exception                      | call created?  |
 |------------------------------------------------|--------------------------------|----------------|
 | 429, 503                                       | RateLimited(retry_after)       | no             |
+| 401, 402, 403 (bad key, payment, disabled)     | AccountFault(status, code)     | no             |
+| 404 on an agent's create                       | AgentNotFound                  | no             |
 | 404 on a read                                  | CallNotFound                   | -              |
 | any other 4xx                                  | RequestRejected(status, reason)| no             |
 | 5xx, other unexpected status                   | TransientError                 | maybe          |
@@ -57,7 +59,7 @@ log = structlog.get_logger(__name__)
 if importlib.util.find_spec('sniffio') is None:
     sys.modules.setdefault('sniffio', None)  # type: ignore[arg-type]
 
-Endpoint = Literal['create', 'get', 'list']
+Endpoint = Literal['create', 'get', 'list', 'agent']
 
 REASON_LIMIT = 500
 DEFAULT_RETRY_AFTER = 1.0
@@ -93,6 +95,28 @@ class RequestRejected(UltravoxError):  # noqa: N818 - the verdict reads better t
 
 class CallNotFound(RequestRejected):
     """404 on a read: Ultravox does not know the call (or it was deleted)."""
+
+
+#: Responses that say the whole account is unusable, by status: they hold the fleet, never a contact.
+ACCOUNT_FAULT_CODES: dict[int, str] = {401: 'unauthorized', 402: 'payment_required', 403: 'forbidden'}
+
+
+class AccountFault(UltravoxError):  # noqa: N818 - named after the condition, like RateLimited
+    """401/402/403: the API key or the account is unusable. Nothing about one contact's request is wrong."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(f'Ultravox refused the account with HTTP {status}: {reason}')
+        self.status = status
+        self.code = ACCOUNT_FAULT_CODES.get(status, 'account_unusable')
+        self.reason = reason
+
+
+class AgentNotFound(UltravoxError):  # noqa: N818 - the verdict reads better than "...Error"
+    """404 on ``POST /api/agents/{id}/calls``: the campaign's agent does not exist (for this key)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f'Ultravox does not know the agent: {reason}')
+        self.reason = reason
 
 
 class TransientError(UltravoxError):
@@ -313,8 +337,13 @@ class UltravoxClient:
             return RateLimited(retry_after, status)
         reason = redact(response.text, secrets)
         log.warning('ultravox_error_response', endpoint=endpoint, status=status, reason=reason)
-        if endpoint != 'create' and status == httpx.codes.NOT_FOUND:
-            return CallNotFound(status, reason)
+        if status in ACCOUNT_FAULT_CODES:
+            return AccountFault(status, reason)
+        if status == httpx.codes.NOT_FOUND:
+            if endpoint == 'agent' or (endpoint == 'create' and response.request.url.path.startswith('/api/agents/')):
+                return AgentNotFound(reason)
+            if endpoint != 'create':
+                return CallNotFound(status, reason)
         if 400 <= status < 500:
             return RequestRejected(status, reason)
         # A 5xx may come after the server acted on the request (or from a proxy in front of it).
@@ -360,6 +389,17 @@ class UltravoxClient:
         if not isinstance(call, dict):
             raise TransientError('get answered with a body that is not a Call object', maybe_created=False)
         return call
+
+    async def probe_account(self) -> None:
+        """One cheap authenticated read: returns if the key and account are usable, raises otherwise."""
+        await self._read('list', '/api/calls', [('pageSize', '1')])
+
+    async def get_agent(self, agent_id: str) -> dict[str, Any]:
+        """The agent (``AgentNotFound`` for 404); used to tell when a missing agent is back."""
+        agent = await self._read('agent', f'/api/agents/{quote(agent_id, safe="")}')
+        if not isinstance(agent, dict):
+            raise TransientError('agent answered with a body that is not an Agent', maybe_created=False)
+        return agent
 
     async def find_calls(self, metadata: Mapping[str, str]) -> list[dict[str, Any]]:
         """Every call whose metadata has all the given key/value pairs, across all pages."""

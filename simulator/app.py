@@ -63,7 +63,20 @@ class Simulator:
         if not key or (self.config.api_key is not None and key != self.config.api_key):
             self.rejected['auth_401'] += 1
             return _error(401, 'Authentication credentials were not provided or are invalid.')
+        if self.config.account_state == 'payment_required':
+            self.rejected['payment_402'] += 1
+            return _error(402, 'Your account has no remaining credit.')
+        if self.config.account_state == 'disabled':
+            self.rejected['disabled_403'] += 1
+            return _error(403, 'This account is disabled.')
         return None
+
+    def public_config(self) -> dict[str, Any]:
+        """The configuration as the control endpoint shows it: never the API key or webhook secrets."""
+        shown = self.config.model_dump(mode='json')
+        shown['api_key'] = None if self.config.api_key is None else '**set**'
+        shown['webhook_secret'] = ['**set**' for _ in self.config.webhook_secret]
+        return shown
 
     def limit_retry_after(self, now: float, throttle: str | None) -> int | None:
         config = self.config
@@ -175,6 +188,20 @@ class Simulator:
             return _error(404, 'Not found.')
         return JSONResponse(plan.view(time.time()))
 
+    async def get_agent(self, request: Request) -> Response:
+        self.requests['get_agent'] += 1
+        if (denied := self.auth_error(request)) is not None:
+            return denied
+        try:
+            agent_id = str(uuid.UUID(request.path_params['agent_id']))
+        except ValueError:
+            return _error(404, 'Not found.')
+        known = self.config.known_agents
+        if known is not None and agent_id not in known:
+            self.rejected['not_found_404'] += 1
+            return _error(404, 'Not found.')
+        return JSONResponse({'agentId': agent_id, 'name': f'sim-agent-{agent_id[:8]}', 'callTemplate': {}})
+
     async def sip_logs(self, request: Request) -> Response:
         self.requests['sip_logs'] += 1
         if (denied := self.auth_error(request)) is not None:
@@ -226,7 +253,7 @@ class Simulator:
         return JSONResponse({'status': 'ok', 'calls': len(self.store.calls)})
 
     async def get_config(self, _request: Request) -> Response:
-        return JSONResponse(self.config.model_dump(mode='json'))
+        return JSONResponse(self.public_config())
 
     async def set_config(self, request: Request) -> Response:
         try:
@@ -239,7 +266,7 @@ class Simulator:
             self.config = self.config.updated(changes)
         except ValidationError as error:
             return _error(400, f'Invalid config: {error}')
-        return JSONResponse(self.config.model_dump(mode='json'))
+        return JSONResponse(self.public_config())
 
     async def records(self, _request: Request) -> Response:
         return JSONResponse([plan.record() for plan in self.store.calls])
@@ -362,6 +389,7 @@ def build_app(config: SimulatorConfig | None = None) -> Starlette:
         Route('/api/calls', sim.create_call, methods=['POST']),
         Route('/api/calls', sim.list_calls, methods=['GET']),
         Route('/api/calls/{call_id}', sim.get_call, methods=['GET']),
+        Route('/api/agents/{agent_id}', sim.get_agent, methods=['GET']),
         Route('/api/calls/{call_id}/sip_logs', sim.sip_logs, methods=['GET']),
         Route('/_sim/health', sim.health, methods=['GET']),
         Route('/_sim/config', sim.get_config, methods=['GET']),

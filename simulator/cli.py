@@ -61,4 +61,7 @@ def simulator_command(
     except ValidationError as error:
         source = str(config_file) if config_file else 'options'
         raise click.UsageError(f'invalid simulator config ({source}):\n{error}') from error
+    # uvicorn's own "running on" line is an INFO record, hidden at the default log level
+    shown = f'[{host}]' if ':' in host else host
+    click.echo(f'Ultravox simulator listening on http://{shown}:{port} (Ctrl-C to stop)', err=True)
     uvicorn.run(build_app(config), host=host, port=port, log_level=log_level, access_log=access_log)

@@ -74,9 +74,12 @@ class SimulatorConfig(BaseModel):
     creates_per_minute: int | None = Field(default=None, ge=1)
     throttles: dict[str, ThrottleConfig] = Field(default_factory=dict)  # empty: any throttle name passes
     known_agents: list[str] | None = None  # None: any UUID is an agent
+    # 'payment_required' answers every API request with 402, 'disabled' with 403 (an unusable account)
+    account_state: Literal['active', 'payment_required', 'disabled'] = 'active'
     reject_unknown_fields: bool = False  # the published schema allows unknown fields; opt in to refuse
 
-    # fault injection (probabilities per request; slow_seconds is real time)
+    # fault injection (probabilities per request; slow_seconds is real time). A slow create is
+    # completed after slow_seconds whether or not the client is still waiting for the answer.
     error_5xx_rate: float = Field(default=0.0, ge=0, le=1)
     slow_rate: float = Field(default=0.0, ge=0, le=1)
     slow_seconds: float = Field(default=5.0, ge=0)

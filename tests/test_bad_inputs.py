@@ -86,7 +86,9 @@ async def test_bad_rows_are_rejected_with_their_line_and_reason(
 
     with rejects.open(newline='', encoding='utf-8') as handle:
         rows = list(csv.reader(handle))
-    assert rows[0] == ['line', 'reason', 'phone', 'contact_id']
+    with (CORPUS / case.file).open(newline='', encoding='utf-8', errors='replace') as handle:
+        header = next(csv.reader(handle))
+    assert rows[0] == ['line', 'reason', *header]
     assert [int(row[0]) for row in rows[1:]] == [line for line, _ in case.rejects]
     for row, (_, reason) in zip(rows[1:], case.rejects, strict=True):
         assert reason in row[1]
@@ -95,4 +97,6 @@ async def test_bad_rows_are_rejected_with_their_line_and_reason(
     assert await redis.hlen('dialer:campaign:spring:contacts') == case.accepted
     cells = {cell for row in rows[1:] for cell in row}
     for cell in case.neutralised:
+        assert cell in cells
+    for cell in case.as_written:
         assert cell in cells

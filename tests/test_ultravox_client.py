@@ -18,6 +18,8 @@ from dialer.models import CampaignConfig, ContactRecord
 from dialer.settings import Settings
 from dialer.trunks import SipTrunk
 from dialer.ultravox import (
+    AccountFault,
+    AgentNotFound,
     CallNotFound,
     CreateCallRequest,
     RateLimited,
@@ -285,12 +287,40 @@ async def test_long_error_bodies_are_truncated_to_500_characters() -> None:
     assert len(caught.value.reason) == 500
 
 
-async def test_404_on_create_is_a_rejection_not_a_missing_call() -> None:
+async def test_404_on_an_agents_create_says_the_agent_is_missing_not_the_request() -> None:
     handler = Recorder(httpx.Response(404, text='agent not found'))
     async with make_client(handler) as client:
-        with pytest.raises(RequestRejected) as caught:
+        with pytest.raises(AgentNotFound):
             await client.create_call(make_request())
+
+
+async def test_404_on_an_ad_hoc_create_is_a_rejection_of_the_request() -> None:
+    handler = Recorder(httpx.Response(404, text='no such thing'))
+    config = make_config(agent_id=None, system_prompt='Hello.')
+    async with make_client(handler) as client:
+        with pytest.raises(RequestRejected) as caught:
+            await client.create_call(make_request(config))
     assert not isinstance(caught.value, CallNotFound)
+
+
+@pytest.mark.parametrize(('status', 'code'), [(401, 'unauthorized'), (402, 'payment_required'), (403, 'forbidden')])
+@pytest.mark.parametrize('endpoint', ['create', 'get', 'list', 'agent'])
+async def test_account_refusals_are_account_faults_on_every_endpoint_never_rejections(
+    status: int, code: str, endpoint: str
+) -> None:
+    handler = Recorder(httpx.Response(status, text='Invalid API key'))
+    calls = {
+        'create': lambda c: c.create_call(make_request()),
+        'get': lambda c: c.get_call('c1'),
+        'list': lambda c: c.find_calls({'attempt_id': 'x'}),
+        'agent': lambda c: c.get_agent('6f9a1c3e-8a39-4bb6-9a55-0f3d5d8e2a10'),
+    }
+    async with make_client(handler) as client:
+        with pytest.raises(AccountFault) as caught:
+            await calls[endpoint](client)
+    assert not isinstance(caught.value, RequestRejected)
+    assert caught.value.code == code
+    assert len(handler.requests) == 1, 'an account fault is not retried'
 
 
 @pytest.mark.parametrize('status', [500, 502, 504, 599])
@@ -431,7 +461,7 @@ async def test_unknown_call_is_call_not_found_without_retry() -> None:
 
 
 async def test_get_call_does_not_retry_a_rejection() -> None:
-    handler = Recorder(httpx.Response(401, text='Invalid API key'))
+    handler = Recorder(httpx.Response(400, text='Bad request'))
     async with make_client(handler) as client:
         with pytest.raises(RequestRejected):
             await client.get_call('c1')

@@ -44,8 +44,8 @@ async def retry_at(
 ) -> int | None:
     """When the contact is next due after this attempt's ``outcome`` (None: no further attempt)."""
     name, number, attempt = k.parse_attempt_id(attempt_id)
-    if final or outcome not in config.retry.retry_on or attempt >= config.retry.max_attempts:
-        return None  # decided by the policy alone: spare the two Redis round trips below
+    if final or outcome not in config.retry.retry_on:
+        return None  # decided by the policy alone: spare the Redis round trips below
     async with rt.redis.pipeline(transaction=False) as pipe:
         pipe.hget(k.campaign_progress(name), number)
         pipe.hget(k.campaign_contacts(name), number)
@@ -53,6 +53,10 @@ async def retry_at(
     if raw_progress is None:
         return None
     progress = json.loads(raw_progress)
+    # a requeued contact's budget counts only the attempts made since (``b``: attempts before it)
+    made = attempt - int(progress.get('b') or 0)
+    if made >= config.retry.max_attempts:
+        return None
     contact = json.loads(raw_contact) if raw_contact else {}
     now = _ms_to_datetime(await rt.scripts.now_ms())
     try:
@@ -62,7 +66,7 @@ async def retry_at(
             config.hours,
             zones,
             outcome,
-            attempts_made=attempt,
+            attempts_made=made,
             attempt_times=[_ms_to_datetime(ms) for ms in progress.get('ts') or []],
             now=now,
         )

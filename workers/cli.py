@@ -77,12 +77,13 @@ def cli() -> None:
 @click.option('--burst', is_flag=True, help='Stop when the queue is empty (for tests and batch runs).')
 def worker(*, burst: bool) -> None:
     """Run a dial worker (arq): places calls, follows them, enforces limits fleet-wide."""
+    from workers.serving import PortInUseError  # noqa: PLC0415
     from workers.worker import run_worker  # noqa: PLC0415  arq is only imported by the roles that run it
 
     settings = load_settings()
     try:
         run_worker(settings, burst=burst)
-    except TrunkConfigError as exc:
+    except (TrunkConfigError, PortInUseError) as exc:
         raise click.ClickException(str(exc)) from None
 
 
@@ -91,11 +92,9 @@ def worker(*, burst: bool) -> None:
 @click.option('--port', default=8080, show_default=True, type=int)
 def webhooks(*, host: str, port: int) -> None:
     """Receive Ultravox webhooks (call.ended, call.billed); optional, polling alone suffices."""
-    import uvicorn  # noqa: PLC0415
-
     from workers.runtime import Runtime  # noqa: PLC0415
-    from workers.serving import start_metrics_server  # noqa: PLC0415
-    from workers.webhooks import build_webhook_app  # noqa: PLC0415
+    from workers.serving import PortInUseError, start_metrics_server  # noqa: PLC0415
+    from workers.webhooks import build_webhook_app, serve_webhooks  # noqa: PLC0415
 
     settings = load_settings()
     if not settings.webhook_secrets:
@@ -104,9 +103,12 @@ def webhooks(*, host: str, port: int) -> None:
         rt = Runtime.create(settings)
     except TrunkConfigError as exc:
         raise click.ClickException(str(exc)) from None
-    if settings.metrics_port:
-        start_metrics_server(settings.metrics_host, settings.metrics_port)
-    uvicorn.run(build_webhook_app(rt), host=host, port=port, log_level=settings.log_level, access_log=False)
+    try:
+        if settings.metrics_port:
+            start_metrics_server(settings.metrics_host, settings.metrics_port)
+    except PortInUseError as exc:
+        raise click.ClickException(str(exc)) from None
+    serve_webhooks(build_webhook_app(rt), settings, host, port)
 
 
 @cli.command()
@@ -127,7 +129,7 @@ cli.add_command(simulator_command)
 
 
 def main() -> None:
-    from workers import cli_campaign, cli_tools  # noqa: PLC0415, F401  registers the subcommand groups
+    from workers import cli_campaign, cli_recover, cli_tools  # noqa: PLC0415, F401  registers the subcommands
 
     cli(prog_name='dialer')
 

@@ -2,20 +2,32 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from rich.console import Console
+from rich.live import Live
 
-from campaigns import lifecycle, results
+from campaigns import lifecycle, reschedule, results
 from campaigns.campaign_file import build_config, load_campaign_file
+from campaigns.describe import describe_campaign, describe_lines
 from campaigns.loader import load_contacts
-from dialer.trunks import TrunkRegistry
+from dialer.models import NEVER_RETRIED, CampaignConfig, Outcome, RetryPolicy
+from dialer.trunks import SipTrunk, TrunkConfigError, TrunkRegistry
 from workers.cli import cli, load_settings, run
 from workers.runtime import redis_client
+
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+F = TypeVar('F', bound='Callable[..., Any]')
 
 
 console = Console(stderr=True)
@@ -58,37 +70,111 @@ def _expand_days(value: str) -> list[str]:
     return days
 
 
-def campaign_options(command: Any) -> Any:
-    """Options shared by ``load`` and ``update``; each is also a key of the campaign file."""
-    options = [
-        click.option('--agent-id', help='Ultravox agent to call with (POST /api/agents/{id}/calls).'),
-        click.option('--system-prompt', help='Ad-hoc prompt instead of an agent (POST /api/calls).'),
-        click.option('--trunk', help='Trunk (from the trunks file) the calls go out on.'),
-        click.option('--default-region', help='Region for numbers written without +country code. [US]'),
-        click.option('--default-timezone', help='IANA zone for contacts whose zone cannot be derived.'),
-        click.option('--max-attempts', type=int, help='Attempts per contact, all outcomes together. [3]'),
-        click.option('--retry-on', help='Outcomes redialled, comma-separated. [no_answer,busy,failed]'),
-        click.option('--max-per-24h', type=int, help='Attempts per contact in any rolling 24 hours. [3]'),
-        click.option('--hours', help="Calling hours in each contact's local time. [09:00-20:00]"),
-        click.option('--days', help='Calling days, e.g. mon-fri or mon,wed,fri. [every day]'),
-        click.option('--legal-bound/--no-legal-bound', default=None, help='Keep hours inside 08:00-21:00. [on]'),
-        click.option('--max-duration', type=float, help='Longest call in seconds (Ultravox maxDuration).'),
-        click.option('--join-timeout', type=float, help='Ring time allowed in seconds (joinTimeout).'),
-        click.option('--throttle', help='Ultravox call throttle name (?throttle=).'),
-    ]
-    for option in reversed(options):
-        command = option(command)
-    return command
+#: (flags, click keyword arguments, help, the default shown by ``load``): one list for both commands,
+#: so ``update`` can show the same options without defaults it does not apply.
+_CAMPAIGN_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any], str, str | None]] = [
+    (('--agent-id',), {}, 'Ultravox agent to call with (POST /api/agents/{id}/calls).', None),
+    (('--system-prompt',), {}, 'Ad-hoc prompt instead of an agent (POST /api/calls).', None),
+    (('--trunk',), {}, 'Trunk (from the trunks file) the calls go out on.', None),
+    (('--default-region',), {}, 'Region for numbers written without +country code.', 'US'),
+    (('--default-timezone',), {}, 'IANA zone for contacts whose zone cannot be derived.', None),
+    (
+        ('--max-attempts',),
+        {'type': click.IntRange(1, 100)},
+        'Attempts per contact, all outcomes together; 1 means no retries.',
+        '3',
+    ),
+    (('--retry-on',), {}, 'Outcomes redialled, comma-separated, or "none".', 'no_answer,busy,failed'),
+    (
+        ('--retry-delay',),
+        {'metavar': 'OUTCOME=DURATION,...'},
+        'Wait before redialling, by outcome, e.g. no_answer=1h,busy=10m (units s, m, h, d).',
+        'no_answer=1h,busy=10m,failed=15m,rejected=1h',
+    ),
+    (('--max-per-24h',), {'type': click.IntRange(1, 100)}, 'Attempts per contact in any rolling 24 hours.', '3'),
+    (('--hours',), {}, "Calling hours in each contact's local time, e.g. 09:00-20:00.", '09:00-20:00'),
+    (('--days',), {}, 'Calling days, e.g. mon-fri or mon,wed,fri.', 'every day'),
+    (('--legal-bound/--no-legal-bound',), {'default': None}, 'Keep hours inside 08:00-21:00.', 'on'),
+    (('--max-duration',), {'type': float}, 'Longest call in seconds (Ultravox maxDuration).', None),
+    (('--join-timeout',), {'type': float}, 'Ring time allowed in seconds (joinTimeout).', None),
+    (
+        ('--first-speaker',),
+        {'type': click.Choice(['user', 'agent'])},
+        'Who speaks first once the call is answered.',
+        'user',
+    ),
+    (('--throttle',), {}, 'Ultravox call throttle name (?throttle=).', None),
+]
 
 
-def _cli_options(**given: Any) -> dict[str, Any]:
+def _options_decorator(*, with_defaults: bool) -> Callable[[F], F]:
+    def decorate(command: F) -> F:
+        for flags, kwargs, text, default in reversed(_CAMPAIGN_OPTIONS):
+            shown = f'{text} [{default}]' if with_defaults and default else text
+            command = click.option(*flags, help=shown, **kwargs)(command)
+        return command
+
+    return decorate
+
+
+#: Options shared by ``load`` and ``update``; each is also a key of the campaign file.
+campaign_options = _options_decorator(with_defaults=True)
+#: The same options for ``update``, whose help shows no defaults: it changes only what is given.
+update_options = _options_decorator(with_defaults=False)
+
+_UNITS = {'s': 1, 'm': 60, 'h': 3600, 'd': 86400}
+_DURATION = re.compile(r'(?:\d+(?:\.\d+)?[smhd])+|\d+(?:\.\d+)?')
+_DURATION_PART = re.compile(r'(\d+(?:\.\d+)?)([smhd]?)')
+
+
+def parse_duration(text: str, param_hint: str) -> float:
+    """``90`` (seconds), ``90s``, ``10m``, ``1h30m``, ``2d``: seconds."""
+    value = text.strip().lower()
+    if not _DURATION.fullmatch(value):
+        raise click.BadParameter(f'{text!r} is not a duration (e.g. 30s, 10m, 1h30m, 2d)', param_hint=param_hint)
+    return sum(float(number) * _UNITS[unit or 's'] for number, unit in _DURATION_PART.findall(value))
+
+
+def _retry_delays(value: str) -> dict[str, float]:
+    """``no_answer=1h,busy=10m`` -> {outcome: seconds}; unknown or never-retried outcomes are refused."""
+    retryable = [o.value for o in Outcome if o not in NEVER_RETRIED]
+    delays: dict[str, float] = {}
+    for part in _split(value) or []:
+        outcome, sep, duration = (s.strip() for s in part.partition('='))
+        if not sep or outcome not in retryable:
+            raise click.BadParameter(
+                f'{part!r}: expected OUTCOME=DURATION with OUTCOME one of {", ".join(retryable)}',
+                param_hint='--retry-delay',
+            )
+        delays[outcome] = parse_duration(duration, '--retry-delay')
+    return delays
+
+
+def _retry_on(value: str) -> list[str]:
+    return [] if value.strip().lower() == 'none' else _split(value) or []
+
+
+def _cli_options(*, base_delays: dict[str, float] | None = None, **given: Any) -> dict[str, Any]:
+    """The options given on the command line, as campaign settings (None means not given).
+
+    Retry delays given are laid over ``base_delays`` (the campaign's, for an update), else the
+    defaults. ``--max-attempts 1`` alone means no retries, so it clears the outcomes retried.
+    """
     hours = _hours_options(given.pop('hours', None), given.pop('days', None), given.pop('legal_bound', None))
     retry: dict[str, Any] = {}
-    if given.get('retry_on'):
-        retry['retry_on'] = _split(given.pop('retry_on'))
+    retry_on = given.pop('retry_on', None)
+    if retry_on is not None:
+        retry['retry_on'] = _retry_on(retry_on)
+    delays = given.pop('retry_delay', None)
+    if delays is not None:
+        base = base_delays if base_delays is not None else RetryPolicy().model_dump(mode='json')['delays']
+        retry['delays'] = {**base, **_retry_delays(delays)}
     for key in ('max_attempts', 'max_per_24h'):
-        if given.get(key) is not None:
-            retry[key] = given.pop(key)
+        value = given.pop(key, None)
+        if value is not None:
+            retry[key] = value
+    if retry.get('max_attempts') == 1 and 'retry_on' not in retry:
+        retry['retry_on'] = []
     options = {key: value for key, value in given.items() if value is not None}
     if hours:
         options['hours'] = hours
@@ -147,28 +233,49 @@ def load(
 
 @campaign.command()
 @click.argument('name')
-@campaign_options
+@update_options
 def update(name: str, **options: Any) -> None:
-    """Change a running campaign's settings (hours, retries, limits ...); workers apply them within seconds."""
+    """Change a campaign's settings; waiting contacts are rescheduled, workers apply the rest within seconds.
+
+    Only the options given change. A change of hours, days, retry delays, attempts or outcomes
+    retried moves every contact waiting in the queue to the time the new settings give it, and closes
+    those the new retry policy leaves without an attempt (their last outcome becomes final).
+    """
+    if all(value is None for value in options.values()):
+        raise click.UsageError('nothing to change: give at least one option (see `dialer campaign update --help`)')
     settings = load_settings()
 
-    async def go() -> None:
+    async def go() -> tuple[list[str], reschedule.RescheduleSummary | None]:
         redis = redis_client(settings)
         try:
             current = await lifecycle.read_config(redis, name)
-            changes = _cli_options(**options)
             base = json.loads(current.model_dump_json())
+            changes = _cli_options(base_delays=base['retry']['delays'], **options)
             for key in ('hours', 'retry'):
                 if key in changes:
                     changes[key] = {**base[key], **changes[key]}
             config = lifecycle.merge_update(current, changes)
             TrunkRegistry(settings.trunks_file).get(config.trunk)
-            await lifecycle.save_config(redis, config, update=True)
+            changed = lifecycle.differences(current, config)
+            if changed:
+                await lifecycle.save_config(redis, config, update=True)
+            moved = None
+            if reschedule.SCHEDULE_FIELDS & set(changed):
+                moved = await reschedule.reschedule_waiting(redis, config)
+            return changed, moved
         finally:
             await redis.aclose()
-        click.echo(f'campaign {name!r} updated')
 
-    run(go())
+    changed, moved = run(go())
+    if not changed:
+        click.echo(f'campaign {name!r} unchanged: it already has these settings')
+        return
+    click.echo(f'campaign {name!r} updated: {", ".join(changed)}')
+    if moved is not None:
+        click.echo(
+            f'  waiting contacts: {moved.moved} rescheduled, {moved.closed} closed (no attempt left), '
+            f'{moved.unchanged + moved.skipped} unchanged'
+        )
 
 
 def _state_command(action: str, doc: str) -> None:
@@ -205,47 +312,111 @@ def list_() -> None:
         finally:
             await redis.aclose()
 
-    for name, state in run(go()):
+    campaigns = run(go())
+    if not campaigns:
+        click.echo('no campaigns yet (create one with `dialer campaign load CONTACTS.csv --campaign NAME ...`)')
+    for name, state in campaigns:
         click.echo(f'{name}\t{state}')
 
 
 @campaign.command()
 @click.argument('name')
 @click.option('--json', 'as_json', is_flag=True, help='Machine-readable output.')
-def status(name: str, *, as_json: bool) -> None:
-    """Counts by state and outcome, calls in flight, attempts, SIP minutes."""
+def show(name: str, *, as_json: bool) -> None:
+    """Everything a campaign is configured with: trunk, agent, calling hours, retry policy, limits."""
     settings = load_settings()
 
-    async def go() -> dict[str, Any]:
+    async def go() -> dict[str, str]:
         redis = redis_client(settings)
         try:
-            return await results.campaign_status(redis, name)
+            return await lifecycle.read_campaign(redis, name)
         finally:
             await redis.aclose()
 
     data = run(go())
+    config = CampaignConfig.model_validate_json(data['config'])
+    try:
+        trunk: SipTrunk | None = TrunkRegistry(settings.trunks_file).get(config.trunk)
+    except TrunkConfigError:
+        trunk = None  # the campaign is still shown; its trunk is only named
+    described = describe_campaign(config, data, trunk)
     if as_json:
-        click.echo(json.dumps(data, indent=2, default=str))
-    else:
-        Console().print(results.render_status(data))
+        click.echo(json.dumps(described, indent=2))
+        return
+    for label, value in describe_lines(described):
+        click.echo(f'{label:<16} {value}' if label else value)
 
 
 @campaign.command()
 @click.argument('name')
-@click.option('--output', required=True, type=click.Path(path_type=Path), help='File to write.')
+@click.option('--json', 'as_json', is_flag=True, help='Machine-readable output (with --watch: one JSON object a line).')
+@click.option('--watch', is_flag=True, help='Keep refreshing in place until Ctrl-C.')
+@click.option(
+    '--interval', type=click.FloatRange(min=0.1), default=2.0, show_default=True, help='Seconds between refreshes.'
+)
+def status(name: str, *, as_json: bool, watch: bool, interval: float) -> None:
+    """Counts by state and outcome, calls in flight, attempts, SIP minutes."""
+    settings = load_settings()
+    if not watch:
+
+        async def once() -> dict[str, Any]:
+            redis = redis_client(settings)
+            try:
+                return await results.campaign_status(redis, name)
+            finally:
+                await redis.aclose()
+
+        data = run(once())
+        if as_json:
+            click.echo(json.dumps(data, indent=2, default=str))
+        else:
+            Console().print(results.render_status(data))
+        return
+
+    async def follow() -> None:
+        redis = redis_client(settings)
+        try:
+            data = await results.campaign_status(redis, name)  # an unknown campaign fails before any display
+            if as_json:
+                while True:
+                    click.echo(json.dumps(data, default=str))
+                    await asyncio.sleep(interval)
+                    data = await results.campaign_status(redis, name)
+            with Live(results.render_status(data), console=Console(), auto_refresh=False) as live:
+                while True:
+                    await asyncio.sleep(interval)
+                    data = await results.campaign_status(redis, name)
+                    live.update(results.render_status(data), refresh=True)
+        finally:
+            await redis.aclose()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        run(follow())
+
+
+@campaign.command()
+@click.argument('name')
+@click.option(
+    '--output', required=True, type=click.Path(path_type=Path, allow_dash=True), help='File to write, or - for stdout.'
+)
 @click.option('--format', 'fmt', type=click.Choice(['csv', 'jsonl']), default='csv', show_default=True)
 def export(name: str, output: Path, fmt: str) -> None:
-    """One row per contact: outcome, attempts, call ids, times, durations, billed SIP seconds."""
+    """One row per contact: outcome, attempts, call ids, times, durations, billed SIP seconds.
+
+    ``--output -`` writes the rows to standard output (the count goes to standard error).
+    """
     settings = load_settings()
+    to_stdout = str(output) == '-'
 
     async def go() -> int:
         redis = redis_client(settings)
         try:
-            return int(await results.export_results(redis, name, output, fmt))
+            return int(await results.export_results(redis, name, sys.stdout if to_stdout else output, fmt))
         finally:
             await redis.aclose()
 
-    click.echo(f'{run(go())} contacts written to {output}')
+    written = run(go())
+    click.echo(f'{written} contacts written to {"standard output" if to_stdout else output}', err=to_stdout)
 
 
 @campaign.command()

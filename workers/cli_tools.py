@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import click
@@ -10,6 +11,7 @@ from rich.table import Table
 
 from campaigns import dnc, results
 from campaigns.plan import plan_campaign
+from dialer.constants import DNC
 from dialer.trunks import TrunkRegistry, load_trunks
 from workers.cli import cli, load_settings, run, user_errors
 from workers.cli_campaign import campaign
@@ -34,7 +36,8 @@ def trunks_check() -> None:
 
 
 @trunks.command(name='status')
-def trunks_status() -> None:
+@click.option('--json', 'as_json', is_flag=True, help='Machine-readable output.')
+def trunks_status(*, as_json: bool) -> None:
     """Per trunk: calls in flight vs limit, recent calls per second vs limit, waiting work."""
     settings = load_settings()
     registry = TrunkRegistry(settings.trunks_file)
@@ -46,7 +49,11 @@ def trunks_status() -> None:
         finally:
             await redis.aclose()
 
-    Console().print(results.render_trunks(run(go())))
+    rows = run(go())
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+    else:
+        Console().print(results.render_trunks(rows))
 
 
 @campaign.command()
@@ -116,6 +123,53 @@ def dnc_remove(numbers: tuple[str, ...], region: str) -> None:
     click.echo(f'{run(go())} numbers removed')
 
 
+@dnc_group.command(name='check')
+@click.argument('number')
+@click.option('--region', default='US', show_default=True, help='For a number without +country code.')
+def dnc_check(number: str, region: str) -> None:
+    """Say whether NUMBER is on the do-not-call list (exit 0 either way; a bad number is an error)."""
+    settings = load_settings()
+
+    async def go() -> tuple[str, bool]:
+        redis = redis_client(settings)
+        try:
+            return await dnc.check_number(redis, number, region)
+        finally:
+            await redis.aclose()
+
+    normalised, listed = run(go())
+    click.echo(f'{normalised} is {"on" if listed else "not on"} the do-not-call list')
+
+
+@dnc_group.command(name='list')
+@click.option('--limit', type=click.IntRange(min=1), help='Stop after this many numbers.')
+@click.option('--count', 'count_only', is_flag=True, help='Print only how many numbers are listed.')
+def dnc_list(limit: int | None, *, count_only: bool) -> None:
+    """Print the do-not-call list, one E.164 number a line, sorted (streamed: any size)."""
+    settings = load_settings()
+
+    async def go() -> int:
+        redis = redis_client(settings)
+        try:
+            if count_only:
+                return int(await redis.scard(DNC))
+            printed = 0
+            async for listed in dnc.listed_numbers(redis):
+                click.echo(listed)
+                printed += 1
+                if printed == limit:
+                    break
+            return printed
+        finally:
+            await redis.aclose()
+
+    total = run(go())
+    if count_only:
+        click.echo(f'{total} numbers on the do-not-call list')
+    elif total == 0:
+        click.echo('the do-not-call list is empty', err=True)
+
+
 @dnc_group.command(name='import')
 @click.argument('path', type=click.Path(path_type=Path))
 @click.option('--region', default='US', show_default=True)
@@ -143,8 +197,15 @@ def dnc_import(path: Path, region: str) -> None:
 @cli.command()
 @click.option('--contacts', type=int, default=60, show_default=True, help='Sample contacts to dial.')
 @click.option('--workers', 'worker_count', type=int, default=2, show_default=True)
-def demo(contacts: int, worker_count: int) -> None:
+@click.option(
+    '--output-dir',
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path('dialer-demo'),
+    show_default=True,
+    help='Where the sample contacts, rejects and results are kept.',
+)
+def demo(contacts: int, worker_count: int, output_dir: Path) -> None:
     """Run a whole sample campaign locally: embedded Redis, the simulator, workers, live progress."""
     from workers.demo import run_demo  # noqa: PLC0415
 
-    run_demo(contacts=contacts, worker_count=worker_count)
+    run_demo(contacts=contacts, worker_count=worker_count, directory=output_dir)

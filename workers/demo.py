@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import random
-import tempfile
 import time
 from contextlib import ExitStack
 from importlib.resources import files
@@ -52,9 +51,11 @@ def write_contacts(path: Path, count: int) -> None:
     path.write_text('\r\n'.join(lines) + '\r\n', encoding='utf-8')
 
 
-def run_demo(*, contacts: int = 60, worker_count: int = 2) -> None:
+def run_demo(*, contacts: int = 60, worker_count: int = 2, directory: Path = Path('dialer-demo')) -> None:
+    """Run the sample campaign; its contacts, rejects and results stay in ``directory`` afterwards."""
+    directory = directory.resolve()
+    directory.mkdir(parents=True, exist_ok=True)
     with ExitStack() as stack:
-        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix='dialer-demo-')))
         redis_url = stack.enter_context(redis_url_or_embedded())
         sim = stack.enter_context(running_simulator(**SIMULATOR))
         fleet = LocalFleet(
@@ -69,26 +70,33 @@ def run_demo(*, contacts: int = 60, worker_count: int = 2) -> None:
             },
         )
         console.print(f'[bold]dialer demo[/]: Redis {redis_url}, Ultravox simulator {sim.base_url}')
-        csv_path = tmp / 'contacts.csv'
+        csv_path = directory / 'contacts.csv'
+        rejects = directory / 'contacts.rejects.csv'
         write_contacts(csv_path, contacts)
         campaign_file = str(files('workers') / 'demo_data' / 'campaign.toml')
-        loaded = fleet.cli('campaign', 'load', str(csv_path), '--campaign-file', campaign_file, '--no-progress')
-        console.print(loaded.stdout.replace(str(csv_path), 'contacts.csv'))
+        loaded = fleet.cli(
+            'campaign', 'load', str(csv_path), '--campaign-file', campaign_file, '--rejects', str(rejects),
+            '--no-progress',
+        )  # fmt: skip
+        console.print(loaded.stdout)
         for _ in range(worker_count):
             fleet.start_worker()
         try:
             _follow(redis.Redis.from_url(redis_url, decode_responses=True))
         finally:
             fleet.stop_all()
-        output = Path('demo-results.csv').resolve()
+        output = directory / 'results.csv'
         fleet.cli('campaign', 'export', 'demo', '--output', str(output))
         console.print(fleet.cli('campaign', 'status', 'demo').stdout)
         _print_calls(output)
         stats = sim.stats()
-        console.print(
-            f'simulator saw {stats["calls"]} creates, '
-            f'{stats.get("duplicate_attempts", 0)} duplicate attempts; results written to {output}'
-        )
+        duplicates = stats.get('duplicate_attempts', 0)
+        console.print(f'simulator saw {stats["calls"]} creates, {duplicates} duplicate attempts')
+    # printed once everything above is closed, so every file named here is there to open
+    console.print('files kept:', highlight=False)
+    for path, what in ((csv_path, 'the sample contacts'), (rejects, 'rejected rows'), (output, 'one row per contact')):
+        if path.exists():
+            console.print(f'  {path}  ({what})', highlight=False, soft_wrap=True)
 
 
 def _follow(client: redis.Redis) -> None:

@@ -21,8 +21,18 @@ from dialer import constants as k
 from dialer import metrics
 from dialer.models import ContactRecord, Outcome
 from dialer.scripts import job_ref_parts
-from dialer.ultravox import RateLimited, RequestRejected, TransientError, UltravoxError, build_create_request
+from dialer.trunks import TrunkConfigError
+from dialer.ultravox import (
+    AccountFault,
+    AgentNotFound,
+    RateLimited,
+    RequestRejected,
+    TransientError,
+    UltravoxError,
+    build_create_request,
+)
 from workers.calls import count_end, retry_at
+from workers.faults import open_account_fault, open_campaign_fault
 
 
 if TYPE_CHECKING:
@@ -35,6 +45,10 @@ log = structlog.get_logger(__name__)
 
 #: Creates tried in one job run before the attempt is handed back to wait for a healthier API.
 CREATE_TRIES = 3
+#: Longest pause between two lookups of a quarantined ambiguous create.
+LOOKUP_INTERVAL_CAP = 60.0
+#: A campaign whose trunk left the trunks file gets its claimed attempts back after this long.
+TRUNK_MISSING_DELAY_MS = 5_000
 
 
 async def dial_attempt(ctx: dict[str, Any], job_ref: str) -> str:
@@ -42,35 +56,48 @@ async def dial_attempt(ctx: dict[str, Any], job_ref: str) -> str:
     name, number, attempt = job_ref_parts(job_ref)
     attempt_id = k.attempt_id(name, number, attempt)
     config = await rt.configs.get(name)
-    trunk = rt.trunks.get(config.trunk)
-    structlog.contextvars.bind_contextvars(campaign=name, attempt=attempt, trunk=trunk.name)
+    structlog.contextvars.bind_contextvars(campaign=name, attempt=attempt, trunk=config.trunk)
     try:
         with metrics.CALLS_IN_FLIGHT.track_inprogress():
+            try:
+                trunk = rt.trunks.get(config.trunk)
+            except TrunkConfigError:
+                return await _trunk_missing(rt, job_ref, attempt_id, config)
             return await _dial(rt, job_ref, attempt_id, config, trunk)
     finally:
         structlog.contextvars.unbind_contextvars('campaign', 'attempt', 'trunk', 'contact_id', 'call_id')
 
 
+async def _trunk_missing(rt: Runtime, job_ref: str, attempt_id: str, config: CampaignConfig) -> str:
+    """The campaign's trunk left the trunks file: give the attempt back unspent, unless its create
+    may already have gone out (then it waits, recorded, until the trunk is back to resolve it)."""
+    _, number, attempt = k.parse_attempt_id(attempt_id)
+    if await rt.redis.hexists(k.campaign_attempts(config.name), f'{number}:{attempt}'):
+        raise Retry(defer=rt.settings.ambiguous_create_delay)
+    await rt.scripts.hand_back(job_ref, config.trunk, delay_ms=TRUNK_MISSING_DELAY_MS)
+    metrics.ATTEMPTS_HANDED_BACK.labels(trunk=config.trunk, reason='trunk_missing').inc()
+    log.warning('trunk_missing', reason='the trunk is not in the trunks file; attempt handed back')
+    return 'trunk_missing'
+
+
 async def _dial(rt: Runtime, job_ref: str, attempt_id: str, config: CampaignConfig, trunk: Trunk) -> str:
     started = time.monotonic()
-    begun = await rt.scripts.begin(job_ref, trunk.name, rt.slot_limits(trunk), rt.claim_lease_ms)
+    begun = await rt.scripts.begin(
+        job_ref, trunk.name, rt.slot_limits(trunk), rt.claim_lease_ms, rt.call_lease_ms(config)
+    )
     if begun.verdict == 'wait':
         # an ambiguous create whose slot was lost: keep the record, try again when a slot frees
         raise Retry(defer=rt.settings.ambiguous_create_delay)
     if begun.verdict not in {'go', 'ambiguous'}:
         metrics.WORKER_JOBS.labels(result=begun.verdict).inc()
-        if begun.verdict in {'paused', 'no_slot'}:
+        if begun.verdict in {'paused', 'no_slot', 'held'}:
             metrics.ATTEMPTS_HANDED_BACK.labels(trunk=trunk.name, reason=begun.verdict).inc()
         return begun.verdict
     contact = ContactRecord.model_validate_json(begun.contact or '{"i": "?", "l": 0}')
     structlog.contextvars.bind_contextvars(contact_id=contact.contact_id)
 
     if begun.verdict == 'ambiguous':
-        if await _resolve_ambiguous(rt, attempt_id, config, trunk, started):
-            return 'created'
-        # Ultravox has no such call: start over cleanly (begin re-checks pause, DNC and slots).
-        await rt.scripts.forget(attempt_id)
-        raise Retry(defer=0.05)
+        return await _resolve_ambiguous(rt, attempt_id, config, trunk, started)
 
     _, number, attempt = k.parse_attempt_id(attempt_id)
     now = datetime.fromtimestamp(begun.now_ms / 1000, UTC)
@@ -105,17 +132,8 @@ async def _create(
             return 'rate_wait'
         try:
             call = await rt.ultravox.create_call(request)
-        except RateLimited as exc:
-            # Ultravox is over the account's limits: slow the whole fleet, spend no attempt.
-            await rt.scripts.hold(k.ACCOUNT_HOLD, int(exc.retry_after * 1000), f'ultravox {exc.status}')
-            await rt.scripts.hand_back(job_ref, trunk.name, delay_ms=int(exc.retry_after * 1000))
-            metrics.ATTEMPTS_HANDED_BACK.labels(trunk=trunk.name, reason='rate_limited').inc()
-            metrics.LIMITER_WAITS.labels(trunk=trunk.name, limit='ultravox').inc()
-            return 'rate_limited'
-        except RequestRejected as exc:
-            log.warning('create_rejected', status=exc.status, reason=exc.reason)
-            await _fail(rt, attempt_id, config, job_ref, f'request rejected ({exc.status}): {exc.reason}', final=True)
-            return 'rejected'
+        except (RateLimited, AccountFault, AgentNotFound, RequestRejected) as exc:
+            return await _refused(rt, job_ref, attempt_id, config, trunk, exc)
         except TransientError as exc:
             log.warning('create_failed', reason=exc.reason, maybe_created=exc.maybe_created, tries=tries)
             opened = await rt.record_create_failure()
@@ -149,27 +167,90 @@ async def _wait_for_rate_token(rt: Runtime, job_ref: str, attempt_id: str, trunk
         await asyncio.sleep(wait_ms / 1000)
 
 
-async def _resolve_ambiguous(
-    rt: Runtime, attempt_id: str, config: CampaignConfig, trunk: Trunk, started: float
-) -> bool:
-    """Look up a create whose response was lost. True if the call exists (and is now recorded)."""
+async def _refused(
+    rt: Runtime,
+    job_ref: str,
+    attempt_id: str,
+    config: CampaignConfig,
+    trunk: Trunk,
+    exc: RateLimited | AccountFault | AgentNotFound | RequestRejected,
+) -> str:
+    """Ultravox refused the create (no call exists). Only a refusal about *this* request fails it."""
+    if isinstance(exc, RateLimited):
+        # Ultravox is over the account's limits: slow the whole fleet, spend no attempt.
+        await rt.scripts.hold(k.ACCOUNT_HOLD, int(exc.retry_after * 1000), f'ultravox {exc.status}')
+        await rt.scripts.hand_back(job_ref, trunk.name, delay_ms=int(exc.retry_after * 1000))
+        metrics.ATTEMPTS_HANDED_BACK.labels(trunk=trunk.name, reason='rate_limited').inc()
+        metrics.LIMITER_WAITS.labels(trunk=trunk.name, limit='ultravox').inc()
+        return 'rate_limited'
+    if isinstance(exc, AccountFault):
+        # The key or the account is unusable: hold the whole fleet, spend nothing.
+        await open_account_fault(rt, exc)
+        return await _held(rt, job_ref, trunk, 'account_fault')
+    if isinstance(exc, AgentNotFound):
+        # The campaign's agent is gone: hold this campaign until a probe finds the agent again.
+        await open_campaign_fault(rt, config.name, 'agent_not_found', exc.reason)
+        return await _held(rt, job_ref, trunk, 'agent_not_found')
+    log.warning('create_rejected', status=exc.status, reason=exc.reason)
+    await _fail(rt, attempt_id, config, job_ref, f'request rejected ({exc.status}): {exc.reason}', final=True)
+    return 'rejected'
+
+
+async def _held(rt: Runtime, job_ref: str, trunk: Trunk, reason: str) -> str:
+    """Give the attempt back unspent; the claim script keeps it waiting while the fault lasts."""
+    await rt.scripts.hand_back(job_ref, trunk.name)
+    metrics.ATTEMPTS_HANDED_BACK.labels(trunk=trunk.name, reason=reason).inc()
+    metrics.WORKER_JOBS.labels(result=reason).inc()
+    return reason
+
+
+async def _resolve_ambiguous(rt: Runtime, attempt_id: str, config: CampaignConfig, trunk: Trunk, started: float) -> str:
+    """Look up a create whose response was lost; never dial it again while it could still become a call.
+
+    Ultravox may finish a create long after our request gave up, so a lookup that finds nothing is not
+    the end: the attempt stays recorded as 'creating' (its slots held) and is looked up again with
+    backoff until the quarantine (``DIALER_AMBIGUOUS_QUARANTINE``) has passed. Only then is it forgotten
+    and dialled afresh.
+    """
+    settings = rt.settings
     try:
         calls = await rt.ultravox.find_calls({'attempt_id': attempt_id})
+    except AccountFault as exc:
+        await open_account_fault(rt, exc)
+        raise Retry(defer=settings.fault_probe_interval) from None
     except UltravoxError as exc:
         log.warning('ambiguous_create_unresolved', reason=str(exc))
-        raise Retry(defer=rt.settings.ambiguous_create_delay) from None
-    if not calls:
-        log.info('ambiguous_create_absent')
-        return False
-    if len(calls) > 1:
-        log.error('duplicate_calls_for_attempt', calls=len(calls))
-    await _record_created(rt, attempt_id, config, trunk, min(calls, key=lambda c: str(c.get('created'))), started)
-    return True
+        raise Retry(defer=settings.ambiguous_create_delay) from None
+    if calls:
+        if len(calls) > 1:
+            log.error('duplicate_calls_for_attempt', calls=len(calls))
+        call = min(calls, key=lambda c: str(c.get('created')))
+        await _record_created(rt, attempt_id, config, trunk, call, started)
+        metrics.AMBIGUOUS_CREATES.labels(trunk=trunk.name, resolution='found').inc()
+        log.info('ambiguous_create_found', call_id=call.get('callId'))
+        return 'created'
+    verdict = await rt.scripts.forget(attempt_id, int(settings.ambiguous_quarantine * 1000))
+    if not verdict.forgotten:
+        base = max(settings.ambiguous_create_delay, 0.5)
+        pause = min(base * 2.0 ** max(verdict.lookups - 1, 0), LOOKUP_INTERVAL_CAP)
+        pause = min(pause, max(verdict.quarantine_left_ms / 1000, 0.05))
+        log.info('ambiguous_create_quarantined', lookups=verdict.lookups, left_s=verdict.quarantine_left_ms / 1000)
+        raise Retry(defer=pause)
+    # The quarantine passed and Ultravox never had the call: start over (begin re-checks everything).
+    metrics.AMBIGUOUS_CREATES.labels(trunk=trunk.name, resolution='absent').inc()
+    log.warning('ambiguous_create_absent', lookups=verdict.lookups)
+    raise Retry(defer=0.05)
 
 
 async def _record_created(
-    rt: Runtime, attempt_id: str, config: CampaignConfig, trunk: Trunk, call: dict[str, Any], started: float
+    rt: Runtime,
+    attempt_id: str,
+    config: CampaignConfig,
+    trunk: Trunk,
+    call: dict[str, Any],
+    started: float,
 ) -> None:
+    """Ultravox says ``call`` exists: count it, and record it unless the attempt already moved on."""
     call_id = str(call['callId'])
     recorded = await rt.scripts.created(
         attempt_id,
@@ -179,8 +260,9 @@ async def _record_created(
         lease_ms=rt.call_lease_ms(config),
         first_poll_ms=int(rt.settings.poll_initial * 1000),
     )
+    # counted even when the script found the attempt already ended: it is still a call created
+    metrics.CALLS_CREATED.labels(trunk=trunk.name, campaign=config.name).inc()
     if recorded:
-        metrics.CALLS_CREATED.labels(trunk=trunk.name, campaign=config.name).inc()
         metrics.CALL_SETUP_SECONDS.labels(trunk=trunk.name).observe(time.monotonic() - started)
         metrics.WORKER_JOBS.labels(result='created').inc()
         log.info('call_created', call_id=call_id)

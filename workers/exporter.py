@@ -8,6 +8,7 @@ A scrape costs two pipelined round trips, whatever the number of campaigns and t
 
 from __future__ import annotations
 
+import json
 import signal
 import threading
 import time
@@ -58,6 +59,10 @@ METRIC_NAMES: Final = frozenset(
         'dialer_account_calls_per_minute_limit',
         'dialer_account_calls_last_minute',
         'dialer_account_hold',
+        'dialer_account_fault',
+        'dialer_campaign_blocked',
+        'dialer_ambiguous_attempts',
+        'dialer_ambiguous_oldest_seconds',
         'dialer_queue_depth',
         'dialer_calls_tracked',
         'dialer_exporter_scrape_duration_seconds',
@@ -130,13 +135,17 @@ class DialerCollector(Collector):
             for trunk in trunk_names:
                 pipe.smembers(k.trunk_campaigns(trunk))
                 pipe.pttl(k.trunk_hold(trunk))
+            pipe.get(k.ACCOUNT_HOLD)
+            pipe.zcard(k.AMBIGUOUS)
+            pipe.zrange(k.AMBIGUOUS, 0, 0, withscores=True)
             first = pipe.execute()
         seconds, micros = first[0]
         # the dialer's clock is Redis TIME plus the test-only offset, as in every Lua script
         now = int(seconds) * 1000 + int(micros) // 1000 + to_int(first[1])
         campaigns = sorted(first[2])
         queue_depth, tracked, account_ttl = first[3:6]
-        trunk_replies = first[6:]
+        trunk_replies = first[6:-3]
+        hold_reason, ambiguous, oldest = first[-3:]
 
         with self.redis.pipeline(transaction=False) as pipe:
             for name in campaigns:
@@ -162,6 +171,8 @@ class DialerCollector(Collector):
         metrics += self._fleet_metrics(
             int(account_in_flight), int(account_minute), int(account_ttl) > 0, int(queue_depth), int(tracked)
         )
+        oldest_ms = now - int(oldest[0][1]) if oldest else 0
+        metrics += _fault_metrics(hashes, hold_reason if int(account_ttl) > 0 else None, int(ambiguous), oldest_ms)
         return metrics
 
     @staticmethod
@@ -260,6 +271,54 @@ class DialerCollector(Collector):
             gauge.add_metric([], value)
             metrics.append(gauge)
         return metrics
+
+
+#: Bounded values of ``dialer_account_fault{reason}`` (see dialer/ultravox.py ACCOUNT_FAULT_CODES).
+ACCOUNT_FAULT_REASONS: Final = ('unauthorized', 'payment_required', 'forbidden', 'account_unusable')
+CAMPAIGN_FAULT_REASONS: Final = ('agent_not_found', 'trunk_missing')
+
+
+def _fault_metrics(
+    hashes: dict[str, dict[str, str]], hold_reason: str | None, ambiguous: int, oldest_ms: int
+) -> list[Metric]:
+    """Why dialling is held, if it is: the account, a campaign, or creates of unknown outcome."""
+    fault = GaugeMetricFamily(
+        'dialer_account_fault',
+        '1 while dialling is held fleet-wide because Ultravox refuses the account (bad key, payment, disabled).',
+        labels=['reason'],
+    )
+    open_reason = None
+    if hold_reason and hold_reason.startswith(k.FAULT_HOLD_PREFIX):
+        open_reason = hold_reason.removeprefix(k.FAULT_HOLD_PREFIX).split(':', 1)[0]
+    for reason in ACCOUNT_FAULT_REASONS:
+        fault.add_metric([reason], 1 if reason == open_reason else 0)
+    blocked = GaugeMetricFamily(
+        'dialer_campaign_blocked',
+        '1 while a campaign cannot dial: its agent is gone or its trunk is not in the trunks file.',
+        labels=['campaign', 'reason'],
+    )
+    for name, data in hashes.items():
+        blocked_by = _campaign_fault_reason(data.get('fault'))
+        for candidate in CAMPAIGN_FAULT_REASONS:
+            blocked.add_metric([name, candidate], 1 if candidate == blocked_by else 0)
+    pending = GaugeMetricFamily(
+        'dialer_ambiguous_attempts', 'Creates whose outcome is unknown, quarantined (never re-dialled) while looked up.'
+    )
+    pending.add_metric([], ambiguous)
+    oldest = GaugeMetricFamily(
+        'dialer_ambiguous_oldest_seconds', 'Age of the oldest quarantined ambiguous create (0 when none).'
+    )
+    oldest.add_metric([], max(0, oldest_ms) / 1000)
+    return [fault, blocked, pending, oldest]
+
+
+def _campaign_fault_reason(raw: str | None) -> str | None:
+    if not raw:
+        return None
+    try:
+        return str(json.loads(raw)['reason'])
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 class _Trunks:

@@ -22,6 +22,7 @@ from dialer import constants as k
 from dialer import metrics
 from dialer.logs import masked_attempt
 from dialer.trunks import TrunkConfigError
+from workers.faults import check_trunks, probe_faults
 
 
 if TYPE_CHECKING:
@@ -40,9 +41,10 @@ CLAIM_BATCH = 50
 
 
 class Pacer:
-    def __init__(self, rt: Runtime, arq: ArqRedis) -> None:
+    def __init__(self, rt: Runtime, arq: ArqRedis, worker_id: str = '') -> None:
         self.rt = rt
         self.arq = arq
+        self.worker_id = worker_id
         self._housekept = 0.0
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -53,6 +55,9 @@ class Pacer:
             except Exception:
                 log.exception('pacer_tick_failed')
                 claimed, wait_ms = 0, 1000
+                self._turned(redis_up=False)
+            else:
+                self._turned(redis_up=True)
             if claimed:
                 continue
             delay = self.rt.settings.pacer_interval
@@ -60,6 +65,10 @@ class Pacer:
                 delay = min(delay, wait_ms / 1000)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), delay)
+
+    def _turned(self, *, redis_up: bool) -> None:
+        if self.rt.health is not None:
+            self.rt.health.loop_turned(redis_up=redis_up)
 
     async def tick(self) -> tuple[int, int]:
         """One claim per trunk that has active campaigns. Returns (claimed, soonest wait in ms)."""
@@ -113,11 +122,15 @@ class Pacer:
         if now - self._housekept < HOUSEKEEPING_INTERVAL:
             return
         self._housekept = now
+        reloaded = False
         try:
-            if self.rt.trunks.refresh():
+            reloaded = self.rt.reload_trunks()
+            if reloaded:
                 log.info('trunks_reloaded', trunks=sorted(self.rt.trunks.trunks))
         except TrunkConfigError as exc:
             log.exception('trunks_reload_failed', error=str(exc))
+        await check_trunks(self.rt, reloaded=reloaded)
+        await probe_faults(self.rt, self.worker_id)
         # A claim whose job never started (its pacer died before enqueueing, or the job was lost):
         # enqueue it again under the same job id; a job that still exists is left as it is.
         stale = await self.rt.scripts.lease_due(k.CLAIMED, 100, self.rt.claim_lease_ms)

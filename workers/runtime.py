@@ -24,6 +24,7 @@ from dialer.ultravox import UltravoxClient
 if TYPE_CHECKING:
     from dialer.models import CampaignConfig
     from dialer.settings import Settings
+    from workers.serving import Health
 
 #: Campaign settings are re-read this often, so live edits reach every worker within seconds.
 CONFIG_TTL = 2.0
@@ -85,9 +86,15 @@ class Runtime:
     trunks: TrunkRegistry
     ultravox: UltravoxClient
     configs: ConfigCache
+    #: Where the run loops report progress (``/healthz``); None outside a worker process.
+    health: Health | None = None
+    #: False when the Ultravox pool belongs to the process and outlives this runtime.
+    owns_ultravox: bool = True
 
     @classmethod
-    def create(cls, settings: Settings) -> Runtime:
+    def create(
+        cls, settings: Settings, *, ultravox: UltravoxClient | None = None, health: Health | None = None
+    ) -> Runtime:
         trunks = TrunkRegistry(settings.trunks_file)
         register_secrets(secret_values(settings, trunks))
         redis = redis_client(settings)
@@ -96,12 +103,22 @@ class Runtime:
             redis=redis,
             scripts=Scripts(redis),
             trunks=trunks,
-            ultravox=UltravoxClient.from_settings(settings),
+            ultravox=ultravox or UltravoxClient.from_settings(settings),
             configs=ConfigCache(redis),
+            health=health,
+            owns_ultravox=ultravox is None,
         )
 
+    def reload_trunks(self) -> bool:
+        """Re-read the trunks file if it changed; new passwords are masked in logs at once."""
+        if not self.trunks.refresh():
+            return False
+        register_secrets(secret_values(self.settings, self.trunks))
+        return True
+
     async def close(self) -> None:
-        await self.ultravox.aclose()
+        if self.owns_ultravox:
+            await self.ultravox.aclose()
         await self.redis.aclose()
 
     def slot_limits(self, trunk: Trunk) -> SlotLimits:

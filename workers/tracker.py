@@ -17,8 +17,9 @@ import structlog
 from dialer import constants as k
 from dialer import metrics
 from dialer.logs import masked_attempt
-from dialer.ultravox import CallNotFound, UltravoxError
+from dialer.ultravox import AccountFault, CallNotFound, UltravoxError
 from workers.calls import record_billing, record_end
+from workers.faults import open_account_fault
 
 
 if TYPE_CHECKING:
@@ -91,6 +92,8 @@ class CallTracker:
             call = {'callId': call_id, 'ended': ended, 'joined': None, 'endReason': 'system_error'}
             log.warning('call_not_found', attempt_id=masked_attempt(attempt_id), call_id=call_id)
         except UltravoxError as exc:
+            if isinstance(exc, AccountFault):
+                await open_account_fault(self.rt, exc)
             log.info('poll_deferred', attempt_id=masked_attempt(attempt_id), reason=str(exc))
             await self.rt.scripts.reschedule(k.TRACKING, [member], interval_ms)
             return

@@ -1,98 +1,37 @@
-"""``dialer webhooks``: receives Ultravox ``call.ended`` / ``call.billed`` webhooks.
+"""``dialer webhooks``: the one HTTP app for everything that calls *us*.
 
-Optional: polling alone finishes every call. A webhook only records the end sooner (freeing the
-trunk slot at once). Deliveries are checked (HMAC signature over body + timestamp, timestamp fresh,
-body size bounded) and idempotent: the same event twice, or an event racing a poll, records once.
+Each inbound route lives in its own module (today: Ultravox's call webhooks); this module only
+assembles them and serves the app with limits that keep a slow or idle client from taking the
+receiver offline: a deadline for each request's headers, one for its body, and a connection cap.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import structlog
+import uvicorn
 from starlette.applications import Starlette
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from dialer import constants as k
-from dialer import metrics
-from dialer.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookRejected, verify_webhook
-from workers.calls import record_billing, record_end, tracking_member
+from workers.ultravox_webhook import receive_ultravox_webhook
 
 
 if TYPE_CHECKING:
+    import asyncio
     from collections.abc import AsyncIterator
 
     from starlette.requests import Request
 
+    from dialer.settings import Settings
     from workers.runtime import Runtime
 
 
-log = structlog.get_logger(__name__)
-
-
-async def _read_limited(request: Request, limit: int) -> bytes | None:
-    declared = request.headers.get('content-length')
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        return None
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            return None
-    return bytes(body)
-
-
-def _refused(reason: str) -> Response:
-    metrics.WEBHOOKS_RECEIVED.labels(event='unknown', verdict=reason).inc()
-    log.warning('webhook_refused', reason=reason)
-    return JSONResponse({'error': reason}, status_code=401)
-
-
 def build_webhook_app(rt: Runtime) -> Starlette:
-    settings = rt.settings
-
-    async def receive(request: Request) -> Response:
-        body = await _read_limited(request, settings.webhook_max_body)
-        if body is None:
-            metrics.WEBHOOKS_RECEIVED.labels(event='unknown', verdict='too_large').inc()
-            return JSONResponse({'error': 'body too large'}, status_code=413)
-        try:
-            verify_webhook(
-                body,
-                request.headers.get(TIMESTAMP_HEADER),
-                request.headers.get(SIGNATURE_HEADER),
-                settings.webhook_secrets,
-                now=datetime.now(UTC),
-                max_age=settings.webhook_max_age,
-            )
-        except WebhookRejected as exc:
-            return _refused(exc.reason)
-        # the same signed delivery seen again within its freshness window is a replay
-        signature = request.headers.get(SIGNATURE_HEADER, '')
-        fresh = await rt.redis.set(k.webhook_seen(signature), '1', nx=True, px=int(settings.webhook_max_age * 2000))
-        if not fresh:
-            return _refused('replayed')
-        try:
-            payload: dict[str, Any] = json.loads(body)
-            event, call = str(payload['event']), payload['call']
-            attempt_id = str(call['metadata']['attempt_id'])
-            call_id = str(call['callId'])
-        except (ValueError, KeyError, TypeError):
-            metrics.WEBHOOKS_RECEIVED.labels(event='unknown', verdict='malformed').inc()
-            return JSONResponse({'error': 'not a dialer call event'}, status_code=400)
-        member = tracking_member(attempt_id, call_id)
-        news = False
-        if event == 'call.ended':
-            news = await record_end(rt, attempt_id, call, member)
-        elif event == 'call.billed':
-            await record_end(rt, attempt_id, call, member)
-            news = await record_billing(rt, attempt_id, call, f'{member}|b')
-        metrics.WEBHOOKS_RECEIVED.labels(event=event, verdict='recorded' if news else 'duplicate').inc()
-        return Response(status_code=204)
+    async def ultravox(request: Request) -> Response:
+        return await receive_ultravox_webhook(rt, request)
 
     async def health(_: Request) -> Response:
         return Response('ok')
@@ -103,6 +42,66 @@ def build_webhook_app(rt: Runtime) -> Starlette:
         await rt.close()
 
     return Starlette(
-        routes=[Route('/webhooks/ultravox', receive, methods=['POST']), Route('/health', health)],
+        routes=[Route('/webhooks/ultravox', ultravox, methods=['POST']), Route('/health', health)],
         lifespan=lifespan,
+    )
+
+
+class HeaderDeadlineProtocol(H11Protocol):
+    """uvicorn's h11 protocol with a deadline for each request's headers.
+
+    uvicorn's keep-alive timer is cancelled by any byte received, so a client that sends a header a
+    byte at a time (or connects and says nothing) would hold a connection forever; here each request
+    must have its headers in within ``header_timeout`` of the connection opening (or of the previous
+    response), or the connection is closed.
+    """
+
+    header_timeout = 10.0
+    _deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def handle_events(self) -> None:
+        cycle = self.cycle
+        super().handle_events()
+        if self.cycle is not cycle:  # a new request's headers are complete
+            self._disarm()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing():
+            self._arm()
+
+    def _arm(self) -> None:
+        self._disarm()
+        self._deadline = self.loop.call_later(self.header_timeout, self._expire)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _expire(self) -> None:
+        self._deadline = None
+        if not self.transport.is_closing():
+            self.transport.close()
+
+
+def serve_webhooks(app: Starlette, settings: Settings, host: str, port: int) -> None:
+    protocol = type('Protocol', (HeaderDeadlineProtocol,), {'header_timeout': settings.webhook_header_timeout})
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        http=protocol,
+        limit_concurrency=settings.webhook_max_connections,
+        timeout_keep_alive=5,
+        log_level=settings.log_level,
+        access_log=False,
     )

@@ -22,10 +22,11 @@ from redis.exceptions import RedisError
 
 from dialer import constants as k
 from dialer import metrics
+from dialer.ultravox import UltravoxClient
 from workers.dial import dial_attempt
 from workers.pacer import Pacer
 from workers.runtime import RETRIED_ERRORS, Runtime, redis_retry
-from workers.serving import start_metrics_server
+from workers.serving import Health, start_metrics_server
 from workers.tracker import CallTracker
 
 
@@ -58,16 +59,15 @@ def redis_settings(settings: Settings) -> RedisSettings:
 
 async def startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx['settings']
-    rt = Runtime.create(settings)
+    process: WorkerProcess = ctx['process']
+    rt = Runtime.create(settings, ultravox=process.ultravox, health=process.health)
     ctx['runtime'] = rt
     stop = asyncio.Event()
     ctx['stop'] = stop
     await warm_up(rt)
-    pacer, tracker = Pacer(rt, ctx['redis']), CallTracker(rt)
+    pacer, tracker = Pacer(rt, ctx['redis'], ctx['worker_id']), CallTracker(rt)
     ctx['loops'] = [asyncio.create_task(pacer.run(stop)), asyncio.create_task(tracker.run(stop))]
-    if settings.metrics_port:
-        start_metrics_server(settings.metrics_host, settings.metrics_port)
-        metrics.WORKER_UP.set(1)
+    process.health.loop_turned(redis_up=True)
     log.info('worker_started', worker=ctx['worker_id'], trunks=sorted(rt.trunks.trunks))
 
 
@@ -98,7 +98,21 @@ async def shutdown(ctx: dict[str, Any]) -> None:
     log.info('worker_stopped', worker=ctx['worker_id'])
 
 
-def build_worker(settings: Settings, *, burst: bool = False) -> Worker:
+class WorkerProcess:
+    """What lives as long as the process, across run-loop restarts: the HTTP endpoint (``/metrics``,
+    ``/healthz``), the Ultravox connection pool and the health state the endpoint reports."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.health = Health(stall_after=settings.health_stall_seconds)
+        if settings.metrics_port:
+            # Bound before anything else: a taken port is a startup error, never a retry loop.
+            start_metrics_server(settings.metrics_host, settings.metrics_port, health=self.health)
+            metrics.WORKER_UP.set(1)
+        self.ultravox = UltravoxClient.from_settings(settings)
+
+
+def build_worker(settings: Settings, *, burst: bool = False, process: WorkerProcess | None = None) -> Worker:
     worker_id = f'{socket.gethostname()}-{os.getpid()}'
     return Worker(
         functions=[
@@ -114,7 +128,7 @@ def build_worker(settings: Settings, *, burst: bool = False) -> Worker:
         redis_settings=redis_settings(settings),
         on_startup=startup,
         on_shutdown=shutdown,
-        ctx={'settings': settings, 'worker_id': worker_id},
+        ctx={'settings': settings, 'worker_id': worker_id, 'process': process or WorkerProcess(settings)},
         max_jobs=settings.worker_max_jobs,
         poll_delay=settings.worker_poll_delay,
         job_completion_wait=int(settings.worker_shutdown_grace),
@@ -126,23 +140,45 @@ def build_worker(settings: Settings, *, burst: bool = False) -> Worker:
     )
 
 
+#: Longest pause between two reconnection tries while Redis is unreachable.
+RECONNECT_DELAY_CAP = 10.0
+
+
 def run_worker(settings: Settings, *, burst: bool = False) -> None:
-    """Run the worker, and start it again if Redis goes away under it.
+    """Run the worker, and start its run loop again, for as long as it takes, if Redis goes away.
 
     arq's poll loop does not survive a lost connection in the middle of its WATCH/MULTI pickup, so a
     Redis restart or failover would stop the worker for good. Its running jobs finish (their
-    commands retry), our loops are stopped, and a fresh worker takes over once Redis answers.
+    commands retry), our loops are stopped, and a fresh run loop takes over once Redis answers. The
+    process's own resources (HTTP endpoint, Ultravox pool) are created once, outside that loop.
     """
-    delay = 0.5
-    while True:
-        worker = build_worker(settings, burst=burst)
-        try:
-            worker.run()
-        except (RedisError, OSError) as exc:
-            log.warning('worker_lost_redis', error=str(exc), restart_in=delay)
-            with contextlib.suppress(Exception):
-                worker.loop.run_until_complete(shutdown(worker.ctx))
-            time.sleep(delay)
-            delay = min(delay * 2, 10.0)
-        else:
+    process = WorkerProcess(settings)
+    delay, restarts = 0.5, 0
+    worker = build_worker(settings, burst=burst, process=process)
+    try:
+        while True:
+            try:
+                worker.run()
+            except (RedisError, OSError) as exc:
+                restarts += 1
+                if process.health.redis_up:
+                    delay = 0.5  # it ran fine until now: a new outage starts from the shortest pause
+                process.health.loop_turned(redis_up=False)
+                metrics.WORKER_RESTARTS.inc()
+                log.warning(
+                    'worker_lost_redis',
+                    error=str(exc),
+                    restart_in=delay,
+                    restarts=restarts,
+                    down_for=process.health.report()[1].get('redis_down_for', 0),
+                )
+                with contextlib.suppress(Exception):
+                    worker.loop.run_until_complete(shutdown(worker.ctx))
+                time.sleep(delay)
+                delay = min(delay * 2, RECONNECT_DELAY_CAP)
+                worker = build_worker(settings, burst=burst, process=process)
+                continue
             return
+    finally:
+        with contextlib.suppress(Exception):
+            worker.loop.run_until_complete(process.ultravox.aclose())

@@ -1,11 +1,13 @@
 -- A dial job starts: check the attempt is still ours and may go ahead, renew (or retake) its slots,
 -- and record the attempt as 'creating' BEFORE any request is sent, so no rerun can dial it blindly.
 -- KEYS: 1 clock, 2 campaign, 3 progress, 4 attempts, 5 due, 6 trunk slots, 7 account slots,
---       8 trunk unsent, 9 claimed, 10 dnc, 11 trunk campaigns, 12 contacts
+--       8 trunk unsent, 9 claimed, 10 dnc, 11 trunk campaigns, 12 contacts, 13 account hold,
+--       14 ambiguous attempts
 -- ARGV: 1 campaign name, 2 number, 3 attempt, 4 job ref, 5 trunk limit, 6 account limit,
---       7 lease ms
+--       7 lease ms, 8 lease ms of an ambiguous attempt (its call may be live: as long as a call)
 -- Returns {verdict, now, contact, progress}; verdict is one of
---   go | ambiguous (a previous run may have created the call) | stale | paused | cancelled | dnc | no_slot
+--   go | ambiguous (a previous run may have created the call) | stale | paused | held (account or
+--   campaign fault: handed back unspent) | cancelled | dnc | no_slot
 local now = now_ms()
 local number, attempt = ARGV[2], tonumber(ARGV[3])
 local attempt_id = ARGV[1] .. ':' .. number .. ':' .. attempt
@@ -52,9 +54,14 @@ if not record then
     return {progress.o, now}
   end
   if state ~= 'active' then return put_back('paused') end
+  -- an account or agent fault holds the attempt, whoever claimed it before the fault was seen
+  local hold = redis.call('GET', KEYS[13])
+  if redis.call('HEXISTS', KEYS[2], 'fault') == 1 or (hold and string.sub(hold, 1, 6) == 'fault:') then
+    return put_back('held')
+  end
 end
 
-local lease = now + tonumber(ARGV[7])
+local lease = now + tonumber(record and ARGV[8] or ARGV[7])
 for index, key in ipairs({KEYS[6], KEYS[7]}) do
   local limit = tonumber(ARGV[4 + index])
   if limit > 0 and not redis.call('ZSCORE', key, attempt_id) and free_slots(key, limit, now) <= 0 then
@@ -66,6 +73,12 @@ end
 redis.call('ZREM', KEYS[9], ARGV[4])
 
 local verdict = 'ambiguous'
+if record and not record.amb then
+  -- the quarantine of an ambiguous create runs from the first time it is seen as ambiguous
+  record.amb = now
+  set_json(KEYS[4], number .. ':' .. attempt, record)
+  redis.call('ZADD', KEYS[14], now, attempt_id)
+end
 if not record then
   verdict = 'go'
   set_json(KEYS[4], number .. ':' .. attempt, {st = 'creating', t0 = now})

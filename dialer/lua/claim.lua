@@ -34,7 +34,8 @@ while room > 0 and open > 0 do
     if not exhausted[i] then
       local campaign, due, progress_key = KEYS[9 + 3 * i], KEYS[10 + 3 * i], KEYS[11 + 3 * i]
       local first = nil
-      if redis.call('HGET', campaign, 'state') == 'active' then
+      -- a campaign with a fault (its agent is gone, its trunk is missing) waits for the fault to clear
+      if redis.call('HGET', campaign, 'state') == 'active' and redis.call('HEXISTS', campaign, 'fault') == 0 then
         first = redis.call('ZRANGE', due, 0, 0, 'WITHSCORES')
       end
       if first and first[1] and tonumber(first[2]) <= now then

@@ -1,7 +1,8 @@
 -- The create succeeded: the attempt is live, its slots now last as long as the longest possible
 -- call, and the call is followed by the fleet's trackers.
 -- KEYS: 1 clock, 2 campaign, 3 progress, 4 attempts, 5 trunk slots, 6 account slots,
---       7 trunk unsent, 8 tracking, 9 account failures (the breaker counts consecutive failures)
+--       7 trunk unsent, 8 tracking, 9 account failures (the breaker counts consecutive failures),
+--       10 ambiguous attempts
 -- ARGV: 1 number, 2 attempt, 3 attempt id, 4 call id, 5 lease ms, 6 first poll ms,
 --       7 trunk limit, 8 account limit
 -- Returns 1 if this call recorded the creation, 0 if it was already recorded.
@@ -12,6 +13,7 @@ local record = get_json(KEYS[4], field)
 if not record or record.st ~= 'creating' then return 0 end
 record.st, record.call, record.cr = 'live', ARGV[4], now
 set_json(KEYS[4], field, record)
+redis.call('ZREM', KEYS[10], ARGV[3])
 
 local progress = get_json(KEYS[3], number)
 progress.a = attempt

@@ -2,11 +2,12 @@
 -- outcome, free its slots at once, and either schedule the next attempt or close the contact.
 -- Idempotent: the poller and a webhook may both report the same end.
 -- KEYS: 1 clock, 2 campaign, 3 progress, 4 attempts, 5 due, 6 trunk slots, 7 account slots,
---       8 trunk unsent, 9 tracking, 10 claimed, 11 trunk campaigns, 12 trunk failures, 13 trunk hold
+--       8 trunk unsent, 9 tracking, 10 claimed, 11 trunk campaigns, 12 trunk failures, 13 trunk hold,
+--       14 ambiguous attempts
 -- ARGV: 1 campaign name, 2 number, 3 attempt, 4 outcome, 5 record fields (JSON),
 --       6 retry at ms ('' = final), 7 tracking member ('' = none), 8 billing final ('1'/'0'),
 --       9 billing poll ms, 10 job ref ('' = none), 11 breaker threshold, 12 breaker cooldown ms
--- Returns 1 if this call recorded the end, 0 if it was already recorded.
+-- Returns 1 if this call recorded the end, 0 if it was already recorded (or names another call).
 local now = now_ms()
 local number, attempt = ARGV[2], tonumber(ARGV[3])
 local field = number .. ':' .. attempt
@@ -16,9 +17,13 @@ if not record or record.st == 'ended' then
   if ARGV[7] ~= '' then redis.call('ZREM', KEYS[9], ARGV[7]) end
   return 0
 end
-for key, value in pairs(cjson.decode(ARGV[5])) do record[key] = value end
+local fields = cjson.decode(ARGV[5])
+-- only the attempt's own call can end it: a report about any other call changes nothing
+if fields.call and fields.call ~= record.call then return 0 end
+for key, value in pairs(fields) do record[key] = value end
 record.st, record.o, record.eo = 'ended', ARGV[4], now
 local attempt_id = ARGV[1] .. ':' .. field
+redis.call('ZREM', KEYS[14], attempt_id)
 redis.call('ZREM', KEYS[6], attempt_id)
 redis.call('ZREM', KEYS[7], attempt_id)
 redis.call('ZREM', KEYS[8], attempt_id)

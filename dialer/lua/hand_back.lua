@@ -1,7 +1,7 @@
 -- Give a claimed attempt back without spending it (Ultravox 429/503, pause, outside calling hours,
 -- breaker open, create never sent): free its slots and make the contact due again.
 -- KEYS: 1 clock, 2 campaign, 3 progress, 4 attempts, 5 due, 6 trunk slots, 7 account slots,
---       8 trunk unsent, 9 claimed
+--       8 trunk unsent, 9 claimed, 10 ambiguous attempts
 -- ARGV: 1 campaign name, 2 number, 3 attempt, 4 job ref, 5 due at ms (0 = none), 6 delay ms
 -- Returns 1 if handed back, 0 if the attempt was no longer this job's to give back.
 local now = now_ms()
@@ -16,6 +16,7 @@ if record then
   if progress.ts and progress.ts[#progress.ts] == record.t0 then table.remove(progress.ts) end
 end
 local attempt_id = ARGV[1] .. ':' .. field
+redis.call('ZREM', KEYS[10], attempt_id)
 redis.call('ZREM', KEYS[6], attempt_id)
 redis.call('ZREM', KEYS[7], attempt_id)
 redis.call('ZREM', KEYS[8], attempt_id)

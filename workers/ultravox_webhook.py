@@ -1,0 +1,161 @@
+"""``POST /webhooks/ultravox``: Ultravox's ``call.ended`` / ``call.billed`` deliveries, taken as hints.
+
+A webhook never records an outcome or billing itself: the payload is only as trustworthy as the
+secret that signed it, and a signed event may still name the wrong call. A delivery whose call is the
+attempt's recorded call makes the trackers fetch that call *now* (its tracking entry is made due), and
+the outcome and billing are taken from the API's answer. Anything else changes nothing:
+
+| delivery                                               | answer | effect                         |
+|--------------------------------------------------------|--------|--------------------------------|
+| unsigned, badly signed, stale, future, replayed        | 401    | none                           |
+| too large (413), too slow (408)                        | 4xx    | none                           |
+| signed but not a dialer call event, or odd values      | 400    | none                           |
+| signed, for a campaign or attempt we do not have       | 404    | none                           |
+| signed, naming a call that is not the attempt's call   | 202    | none (counted, logged)         |
+| signed, for the attempt's own call                     | 202    | the call is polled at once     |
+
+Replays are recognised by the delivery itself (digest of body + timestamp), whatever the spelling
+of its signature header.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import re
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from starlette.responses import JSONResponse, Response
+
+from dialer import constants as k
+from dialer import metrics
+from dialer.logs import masked_attempt
+from dialer.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookRejected, verify_webhook
+from workers.calls import tracking_member
+
+
+if TYPE_CHECKING:
+    from starlette.requests import Request
+
+    from workers.runtime import Runtime
+
+
+log = structlog.get_logger(__name__)
+
+EVENTS = frozenset({'call.ended', 'call.billed'})
+#: ``campaign:+E164:attempt``: names are ``[A-Za-z0-9_.-]``, numbers E.164, attempts small integers.
+_ATTEMPT_ID = re.compile(r'[A-Za-z0-9_.-]{1,64}:\+[1-9][0-9]{1,14}:[1-9][0-9]{0,3}')
+_CALL_ID = re.compile(r'[A-Za-z0-9_-]{1,64}')
+
+
+class BadDelivery(Exception):  # noqa: N818 - the verdict it is
+    """A delivery we answer with ``status`` and a short, bounded reason (a metric label)."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+async def _read_body(request: Request, limit: int, timeout: float) -> bytes:
+    declared = request.headers.get('content-length')
+    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+        raise BadDelivery(413, 'too_large')
+    body = bytearray()
+    try:
+        async with asyncio.timeout(timeout):
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > limit:
+                    raise BadDelivery(413, 'too_large')
+    except TimeoutError:
+        raise BadDelivery(408, 'too_slow') from None
+    return bytes(body)
+
+
+def _parse(body: bytes) -> tuple[str, str, str]:
+    """(event, attempt id, call id) of a dialer call event, or ``BadDelivery(400)``."""
+    try:
+        payload: Any = json.loads(body)
+    except (ValueError, RecursionError):
+        # RecursionError: absurdly deep nesting; ValueError also covers integers too long to convert
+        raise BadDelivery(400, 'malformed') from None
+    if not isinstance(payload, dict) or not isinstance(payload.get('call'), dict):
+        raise BadDelivery(400, 'malformed')
+    event, call = payload.get('event'), payload['call']
+    metadata = call.get('metadata')
+    attempt_id = metadata.get('attempt_id') if isinstance(metadata, dict) else None
+    call_id = call.get('callId')
+    if not isinstance(event, str) or event not in EVENTS:
+        raise BadDelivery(400, 'unknown_event')
+    if not isinstance(attempt_id, str) or not _ATTEMPT_ID.fullmatch(attempt_id):
+        raise BadDelivery(400, 'not_a_dialer_call')
+    if not isinstance(call_id, str) or not _CALL_ID.fullmatch(call_id):
+        raise BadDelivery(400, 'malformed')
+    return event, attempt_id, call_id
+
+
+async def _nudge(rt: Runtime, event: str, attempt_id: str, call_id: str) -> str:
+    """Make the trackers poll the attempt's call now, if the event is about that call. Returns a verdict."""
+    name, number, attempt = k.parse_attempt_id(attempt_id)
+    async with rt.redis.pipeline(transaction=False) as pipe:
+        pipe.exists(k.campaign(name))
+        pipe.hget(k.campaign_attempts(name), f'{number}:{attempt}')
+        exists, raw = await pipe.execute()
+    if not exists:
+        raise BadDelivery(404, 'unknown_campaign')
+    if raw is None:
+        raise BadDelivery(404, 'unknown_attempt')
+    recorded = json.loads(raw).get('call')
+    if recorded != call_id:
+        metrics.WEBHOOK_MISMATCHES.labels(event=event).inc()
+        log.warning(
+            'webhook_foreign_call',
+            webhook_event=event,
+            attempt_id=masked_attempt(attempt_id),
+            call_id=call_id,
+            recorded_call_id=recorded,
+        )
+        return 'foreign_call'
+    member = tracking_member(attempt_id, call_id)
+    now_ms = await rt.scripts.now_ms()
+    # XX: only entries still followed (live, or waiting for billing) are moved; nothing is created.
+    async with rt.redis.pipeline(transaction=False) as pipe:
+        pipe.zadd(k.TRACKING, {member: now_ms}, xx=True, ch=True)
+        pipe.zadd(k.TRACKING, {f'{member}|b': now_ms}, xx=True, ch=True)
+        moved = sum(await pipe.execute())
+    return 'polled_now' if moved else 'duplicate'
+
+
+async def receive_ultravox_webhook(rt: Runtime, request: Request) -> Response:
+    settings = rt.settings
+    event = 'unknown'
+    try:
+        body = await _read_body(request, settings.webhook_max_body, settings.webhook_body_timeout)
+        timestamp = request.headers.get(TIMESTAMP_HEADER)
+        try:
+            verify_webhook(
+                body,
+                timestamp,
+                request.headers.get(SIGNATURE_HEADER),
+                settings.webhook_secrets,
+                now=datetime.now(UTC),
+                max_age=settings.webhook_max_age,
+            )
+        except WebhookRejected as exc:
+            raise BadDelivery(401, exc.reason) from None
+        # the same delivery seen again within its freshness window is a replay, however it is signed
+        digest = hashlib.sha256(body + b'\0' + (timestamp or '').encode()).hexdigest()
+        if not await rt.redis.set(k.webhook_seen(digest), '1', nx=True, px=int(settings.webhook_max_age * 2000)):
+            raise BadDelivery(401, 'replayed')
+        event, attempt_id, call_id = _parse(body)
+        verdict = await _nudge(rt, event, attempt_id, call_id)
+    except BadDelivery as exc:
+        metrics.WEBHOOKS_RECEIVED.labels(event=event, verdict=exc.reason).inc()
+        log.warning('webhook_refused', reason=exc.reason, status=exc.status)
+        return JSONResponse({'error': exc.reason}, status_code=exc.status)
+    metrics.WEBHOOKS_RECEIVED.labels(event=event, verdict=verdict).inc()
+    return JSONResponse({'result': verdict}, status_code=202)
