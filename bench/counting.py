@@ -21,6 +21,9 @@ from redis.asyncio.connection import AbstractConnection
 
 
 _count = [0]
+#: Lua script runs by script name, and job ids arq tried to pick up (its WATCH/MULTI per id).
+_scripts: dict[str, int] = {}
+_pickups = [0]
 _original = AbstractConnection.send_packed_command
 
 
@@ -32,11 +35,39 @@ async def _counted(self: AbstractConnection, command: Any, check_health: bool = 
 AbstractConnection.send_packed_command = _counted
 
 
+def _count_scripts_and_pickups() -> None:
+    """Count script runs by name and arq pickups; COUNTING_ARQ_UNFILTERED=1 puts arq's own pickup back."""
+    import os  # noqa: PLC0415
+
+    from arq.worker import Worker  # noqa: PLC0415
+
+    from dialer.scripts import Scripts  # noqa: PLC0415
+
+    run = Scripts._run  # noqa: SLF001
+
+    async def counted_run(self: Scripts, name: str, keys: Any, args: Any) -> Any:
+        _scripts[name] = _scripts.get(name, 0) + 1
+        return await run(self, name, keys, args)
+
+    Scripts._run = counted_run  # type: ignore[method-assign]  # noqa: SLF001
+    start_jobs = Worker.start_jobs
+
+    async def counted_start_jobs(self: Worker, job_ids: list[bytes]) -> None:
+        _pickups[0] += len(job_ids)
+        await start_jobs(self, job_ids)
+
+    Worker.start_jobs = counted_start_jobs  # type: ignore[method-assign]
+    if os.environ.get('COUNTING_ARQ_UNFILTERED') == '1':
+        from workers.arq_worker import DialerWorker  # noqa: PLC0415
+
+        DialerWorker.start_jobs = counted_start_jobs  # type: ignore[method-assign]
+
+
 def _reporter(path: Path) -> None:
     def write() -> None:
         # replaced whole, so a reader never sees a half-written file (which would read as 0)
         partial = path.with_suffix('.partial')
-        partial.write_text(json.dumps({'round_trips': _count[0]}))
+        partial.write_text(json.dumps({'round_trips': _count[0], 'scripts': dict(_scripts), 'pickups': _pickups[0]}))
         partial.replace(path)
 
     def loop() -> None:
@@ -75,6 +106,7 @@ def main() -> None:
         _arq_worker(rest[0])
         return
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    _count_scripts_and_pickups()
     from workers.cli import main as dialer_main  # noqa: PLC0415
 
     sys.argv = ['dialer', *rest]

@@ -14,9 +14,14 @@
     end = "20:00"
     days = ["mon", "tue", "wed", "thu", "fri"]
 
+    dispositions = ["interested", "not_interested", "callback_requested", "do_not_call", "wrong_person"]
+    voicemail_message = "..."   # system_prompt campaigns: what leaveVoicemail says
+
     [retry]
-    retry_on = ["no_answer", "busy"]
-    delays = { no_answer = 3600, busy = 600 }
+    retry_on = ["no_answer", "busy", "voicemail"]
+    delays = { no_answer = 3600, busy = 600, voicemail = 10800 }
+    retry_dispositions = ["callback_requested"]
+    disposition_delays = { callback_requested = 86400 }   # when no call-back time was named
 
 Every problem names the file and the line (syntax) or the field (settings).
 """
@@ -51,12 +56,22 @@ TOP_LEVEL_KEYS = (
     'throttle',
     'number_types',
     'start_at',
+    'dispositions',
+    'voicemail_message',
     'hours',
     'retry',
 )
 TABLE_KEYS = {
     'hours': ('start', 'end', 'days', 'legal_bound'),
-    'retry': ('retry_on', 'delays', 'max_attempts', 'max_per_24h'),
+    'retry': (
+        'retry_on',
+        'delays',
+        'max_attempts',
+        'max_per_24h',
+        'other_hour_on',
+        'retry_dispositions',
+        'disposition_delays',
+    ),
 }
 COMMAND_LINE = 'command line'
 

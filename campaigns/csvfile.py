@@ -322,6 +322,8 @@ class Accepted(NamedTuple):
     #: The contact record's JSON, UTF-8 encoded.
     record: bytes
     due_ms: int
+    #: The time zones whose calling hours apply to it.
+    zones: tuple[str, ...] = ()
 
 
 class Rejected(NamedTuple):
@@ -430,7 +432,7 @@ class RowChecker:
             detail = f'{size} bytes in the other columns, at most {MAX_CONTEXT_BYTES // 1024} KiB per contact'
             return Rejected(line, 'template context too large', detail, phone, raw_id)
         record = ContactRecord.dump_fields(contact_id, line, name, timezone, context)
-        return Accepted(line, number, contact_id, record, due)
+        return Accepted(line, number, contact_id, record, due, zones)
 
     def _number(self, line: int, phone: str, raw_id: str) -> str | Rejected:
         if not phone.strip():

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
 
     from dialer.models import CallingHours, CampaignConfig
-    from dialer.trunks import SipTrunk
+    from dialer.trunks import Trunk
 
 
 def _hhmm(value: time) -> str:
@@ -49,7 +49,7 @@ def _hours(hours: CallingHours) -> dict[str, Any]:
     }
 
 
-def describe_campaign(config: CampaignConfig, data: Mapping[str, str], trunk: SipTrunk | None) -> dict[str, Any]:
+def describe_campaign(config: CampaignConfig, data: Mapping[str, str], trunk: Trunk | None) -> dict[str, Any]:
     """The campaign's settings, state and size; ``trunk`` is None when the trunks file does not know it."""
     described: dict[str, Any] = config.model_dump(mode='json')
     described['hours'] = _hours(config.hours)

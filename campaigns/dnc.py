@@ -85,7 +85,11 @@ async def remove_numbers(redis: Redis, numbers: Iterable[str], region: str) -> i
     normalised = list(_normalise_all(numbers, region))
     removed = 0
     for batch in _batches(normalised):
-        removed += await redis.srem(constants.DNC, *batch)
+        async with redis.pipeline(transaction=True) as pipe:
+            pipe.srem(constants.DNC, *batch)
+            # an opt-out's consent evidence lives exactly as long as the number is on the list
+            pipe.hdel(constants.DNC_EVIDENCE, *batch)
+            removed += (await pipe.execute())[0]
     return removed
 
 

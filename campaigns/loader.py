@@ -112,6 +112,10 @@ def neutralise_identifier(value: str) -> str:
     return value
 
 
+class RejectsFileError(ValueError):
+    """The rejects file cannot be written (checked before anything is written to Redis)."""
+
+
 class RejectsWriter:
     """The rejects CSV: ``line,reason`` then the row's own columns as read, written as rows are rejected.
 
@@ -125,7 +129,12 @@ class RejectsWriter:
         self._kept = [i for i in range(layout.width) if i not in layout.ignored]
         self._identifiers = {i for i in (layout.phone, layout.contact_id, layout.timezone) if i is not None}
         self._width = layout.width
-        self._handle: TextIO = path.open('w', newline='', encoding='utf-8', errors='replace')
+        try:
+            self._handle: TextIO = path.open('w', newline='', encoding='utf-8', errors='replace')
+        except OSError as exc:
+            raise RejectsFileError(
+                f'{path}: cannot write the rejects file: {exc.strerror or exc} (see --rejects)'
+            ) from None
         self._writer = csv.writer(self._handle)
         self._writer.writerow(['line', 'reason', *(layout.header[i] for i in self._kept)])
 

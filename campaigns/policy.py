@@ -332,11 +332,62 @@ def decide_retry(
         candidate = capped
     try:
         retry_at = next_callable(zones, hours, candidate)
+        if outcome in policy.other_hour_on and attempt_times:
+            moved = _other_hour(zones, hours, max(attempt_times), retry_at)
+            if moved != retry_at:
+                notes.append('moved to another hour of the day')
+                retry_at = moved
     except NeverCallable as exc:
         return RetryDecision(None, outcome, f'not retried: {exc}')
     if retry_at != candidate:
         notes.append('moved into the calling window')
     return RetryDecision(retry_at, None, ', '.join(notes))
+
+
+def _other_hour(zones: Sequence[str], hours: CallingHours, last: datetime, candidate: datetime) -> datetime:
+    """The first callable instant >= candidate whose local hour (in the contact's first zone) differs
+    from the hour ``last`` started in; ``candidate`` itself when no such instant is near."""
+    tz = _zone(zones[0])
+    taken = last.astimezone(tz).hour
+    moment = candidate
+    for _ in range(24):
+        if moment.astimezone(tz).hour != taken:
+            return moment
+        local = moment.astimezone(tz)
+        next_hour = (local.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)).astimezone(UTC)
+        moment = next_callable(zones, hours, next_hour)
+    return candidate
+
+
+def decide_callback(
+    policy: RetryPolicy,
+    hours: CallingHours,
+    zones: Sequence[str],
+    disposition: str,
+    requested: datetime | None,
+    attempts_made: int,
+    attempt_times: Sequence[datetime],
+    now: datetime,
+) -> RetryDecision:
+    """Whether and when to call back a contact whose agent recorded ``disposition``.
+
+    A call-back the person asked for is due at the time they named (now, if it has passed), else after
+    the disposition's delay; outside the outcome delays, but inside the attempt budget, the 24 h cap
+    and the calling hours (the nearest callable instant when the time named is not).
+    """
+    _require_aware(now)
+    if disposition not in policy.retry_dispositions:
+        return RetryDecision(None, None, f'{disposition} is not called back')
+    if attempts_made >= policy.max_attempts:
+        return RetryDecision(None, None, f'max attempts ({policy.max_attempts}) reached')
+    delay = timedelta(seconds=policy.disposition_delays[disposition])
+    wanted = max(requested, now) if requested is not None else now + delay
+    candidate = _after_daily_cap(policy.max_per_24h, attempt_times, wanted)
+    try:
+        retry_at = next_callable(zones, hours, candidate)
+    except NeverCallable as exc:
+        return RetryDecision(None, None, f'not called back: {exc}')
+    return RetryDecision(retry_at, None, f'{disposition}: called back at {retry_at:%Y-%m-%d %H:%M} UTC')
 
 
 def _after_daily_cap(max_per_24h: int, attempt_times: Sequence[datetime], candidate: datetime) -> datetime:

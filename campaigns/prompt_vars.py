@@ -9,8 +9,9 @@ never uses is reported, since it is most likely a typo on one side or the other.
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING
+
+from dialer.prompts import placeholders
 
 
 if TYPE_CHECKING:
@@ -20,18 +21,8 @@ if TYPE_CHECKING:
     from dialer.models import CampaignConfig
 
 
-#: ``{{ key }}`` or ``{{{ key }}}``; mustache sections, comments and partials ({{#x}} {{/x}} {{!x}}
-#: {{>x}}) are not variables.
-_PLACEHOLDER = re.compile(r'\{\{\{?\s*([^\s{}#/^!>&=][^{}]*?)\s*\}?\}\}')
-
-
 class PromptError(ValueError):
     """A system prompt that uses placeholders the contacts file cannot fill."""
-
-
-def placeholders(prompt: str) -> list[str]:
-    """The variable names a prompt uses, in order of first use."""
-    return list(dict.fromkeys(match.group(1) for match in _PLACEHOLDER.finditer(prompt)))
 
 
 def template_columns(layout: Layout) -> list[str]:

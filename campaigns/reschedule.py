@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from campaigns.policy import NeverCallable, NoTimezone, contact_zones, decide_retry, next_callable
 from dialer import constants as k
-from dialer.models import Outcome
+from dialer.models import Outcome, attempts_counted
 from dialer.scripts import Scripts, register
 
 
@@ -90,7 +90,7 @@ class _Planner:
             outcome = Outcome(progress.get('lo', ''))
         except ValueError:
             return None
-        attempts = int(progress.get('a') or 0)
+        attempts = attempts_counted(progress)
         if outcome not in retry.retry_on or attempts >= retry.max_attempts:
             return 'close'
         delay = timedelta(seconds=retry.delays[outcome])

@@ -59,7 +59,21 @@ EXPORT_COLUMNS = (
     'last_end_reason',
     'failure_reason',
     'summary',
+    'disposition',
+    'notes',
+    'callback_at',
+    'voicemail',
+    'voicemail_left',
     'context',
+    # provider trunks (dialer/provider_trunks.py): the kind of the last call, and in direct mode the
+    # provider's own call ids, raw status, SIP code, answering-machine verdict, duration and price
+    'trunk_kind',
+    'provider_call_ids',
+    'provider_status',
+    'provider_sip_code',
+    'amd_verdict',
+    'provider_seconds',
+    'provider_price',
 )
 
 _E164 = re.compile(r'^\+[1-9]\d{6,14}$')
@@ -155,6 +169,12 @@ async def campaign_status(redis: Redis, name: str) -> dict[str, Any]:
         'statuses': statuses,
         'outcomes': outcomes,
         'attempt_outcomes': attempt_outcomes,
+        # the agents' reports: dispositions by name (attempts), opt-outs put on the DNC list
+        'dispositions': {d: to_int(data.get(f'd:{d}')) for d in config.dispositions},
+        'opt_outs': to_int(data.get('optouts')),
+        'voicemail_rate': (
+            round(attempt_outcomes[Outcome.VOICEMAIL] / attempts_ended, 4) if attempts_ended else None
+        ),
         'calls_created': to_int(data.get('calls')),
         'retries_scheduled': to_int(data.get('retries')),
         'handed_back': to_int(data.get('handed_back')),
@@ -225,6 +245,7 @@ def render_status(status: dict[str, Any]) -> Table:
         ('Contacts', f'{status["contacts"]} ({_counts(status["statuses"])})'),
         ('Final outcomes', _counts(status['outcomes'])),
         ('Attempt outcomes', _counts(status['attempt_outcomes'])),
+        ('Dispositions', _counts(status['dispositions']) + f' (opt-outs {status["opt_outs"]})'),
         ('Calls in flight', str(status['in_flight'])),
         ('Attempts made', str(status['attempts_made'])),
         ('Calls created', f'{status["calls_created"]} ({status["calls_last_minute"]} in the last minute)'),
@@ -296,8 +317,40 @@ def _contact_row(
         'last_end_reason': last('er'),
         'failure_reason': last('r'),
         'summary': last('sum'),
+        **_conversation(attempts),
         'context': contact.get('c') or {},
+        'trunk_kind': last('kind'),
+        'provider_call_ids': ';'.join(str(a['pcall']) for a in attempts if a.get('pcall')),
+        'provider_status': last('pst'),
+        'provider_sip_code': last('psip'),
+        'amd_verdict': last('amd'),
+        'provider_seconds': _number(sum(to_float(a.get('pdur')) for a in attempts)),
+        'provider_price': _provider_price(attempts),
     }
+
+
+def _conversation(attempts: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the conversations achieved: the latest disposition the agent recorded (with its notes and
+    call-back time) and whether any attempt reached voicemail (and left a message)."""
+    reported = next((a for a in reversed(attempts) if a.get('dsp')), {})
+    voicemails = [a for a in attempts if a.get('vm')]
+    return {
+        'disposition': reported.get('dsp', ''),
+        'notes': reported.get('nt') or '',
+        'callback_at': iso_ms(reported.get('cb')) or '',
+        'voicemail': bool(voicemails),
+        'voicemail_left': any(a.get('vml') for a in voicemails),
+    }
+
+
+def _provider_price(attempts: list[dict[str, Any]]) -> str:
+    """The provider's total price for the contact's calls, with its currency (blank when none was reported)."""
+    priced = [a for a in attempts if a.get('pprice') not in (None, '')]
+    if not priced:
+        return ''
+    units = {str(a.get('punit') or '') for a in priced}
+    total = _number(sum(abs(to_float(a.get('pprice'))) for a in priced))
+    return f'{total} {units.pop()}'.strip() if len(units) == 1 else str(total)
 
 
 class _RowWriter:

@@ -88,9 +88,30 @@ def _whole_seconds(value: Any) -> int | None:
     return None if seconds is None else max(0, math.ceil(seconds))
 
 
+#: Media whose phone leg is the provider's (Twilio, Telnyx, Plivo): Ultravox bills no SIP minutes.
+PROVIDER_MEDIA = frozenset({'twilio', 'telnyx', 'plivo'})
+
+
+def medium_kind(call: Mapping[str, Any]) -> str:
+    """``sip``, ``twilio``, ``telnyx`` or ``plivo``: how a Call reached the phone (``sip`` if unknown)."""
+    medium = call.get('medium')
+    if isinstance(medium, Mapping):
+        for kind in PROVIDER_MEDIA:
+            if kind in medium:
+                return kind
+    return 'sip'
+
+
 def billing_of(call: Mapping[str, Any]) -> Billing:
     """Billed SIP and agent seconds of a Call object, Ultravox's when final, otherwise computed."""
     status = call.get('billingStatus')
+    if medium_kind(call) != 'sip':
+        # The phone leg is the provider's (billed by the provider): only agent minutes here.
+        agent = _whole_seconds(call.get('billedDuration'))
+        if status is not None and status != BILLING_PENDING:
+            return Billing(sip_seconds=0, agent_seconds=agent or 0, source='ultravox', final=True)
+        computed = billed_seconds(answered_seconds(call))
+        return Billing(sip_seconds=0, agent_seconds=computed, source='computed', final=False)
     sip_details = call.get('sipDetails')
     sip_billed = _whole_seconds(sip_details.get('billedDuration')) if isinstance(sip_details, Mapping) else None
     if status is not None and status != BILLING_PENDING and sip_billed is not None:

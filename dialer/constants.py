@@ -20,6 +20,10 @@ QUEUE_NAME: Final = 'dialer:queue'
 CAMPAIGNS: Final = 'dialer:campaigns'
 #: SET of E.164 numbers that are never called, in any campaign.
 DNC: Final = 'dialer:dnc'
+#: HASH E.164 number -> JSON consent evidence of an opt-out made during a call (campaign, call id,
+#: attempt, Redis ms, source). Owned by the DNC list: an entry lives exactly as long as its number is
+#: on it (``dialer dnc remove`` deletes both), so it has no TTL.
+DNC_EVIDENCE: Final = 'dialer:dnc:evidence'
 #: ZSET attempt id -> Redis ms when the call is next polled (claimed polls are pushed ahead).
 TRACKING: Final = 'dialer:tracking'
 #: ZSET attempt id -> Redis ms after which a claimed, not yet started attempt is re-enqueued.
@@ -38,6 +42,9 @@ FAULT_PROBE: Final = 'dialer:account:fault_probe'
 #: Value prefix of ``ACCOUNT_HOLD`` while the account itself is unusable (bad key, payment, disabled).
 #: Such a hold is refreshed by each failed probe and lifted by the first probe that succeeds.
 FAULT_HOLD_PREFIX: Final = 'fault:'
+#: STRING with a TTL of twice the safety poll interval, refreshed by every genuine webhook delivery:
+#: while it exists, trackers rely on webhooks and poll live calls only as a safety net.
+WEBHOOKS_LIVE: Final = 'dialer:webhooks:live'
 #: ZSET attempt id -> Redis ms when its create was first seen as ambiguous (quarantined, never
 #: re-dialled); members leave when the call is found, recorded, or the quarantine ends.
 AMBIGUOUS: Final = 'dialer:ambiguous'

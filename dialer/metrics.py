@@ -83,3 +83,43 @@ WEBHOOK_MISMATCHES = Counter(
     "Signed webhooks naming a call that is not their attempt's recorded call (ignored).",
     ['event'],
 )
+TOOL_CALLS = Counter(
+    'dialer_tool_calls_total',
+    "Invocations of the dialer's outcome tool by verdict (recorded, duplicate, refused reasons).",
+    ['verdict'],
+)
+DISPOSITIONS = Counter(
+    'dialer_dispositions_total',
+    "Dispositions agents reported, by campaign and disposition (one of the campaign's list: bounded).",
+    ['campaign', 'disposition'],
+)
+OPT_OUTS = Counter(
+    'dialer_opt_outs_total', 'Numbers put on the DNC list by an opt-out during a call.', ['campaign']
+)
+VOICEMAILS = Counter(
+    'dialer_voicemails_total',
+    'Answered calls that reached voicemail, by whether a message was left ("true"/"false").',
+    ['campaign', 'left'],
+)
+
+# --- provider trunks (dialer/provider_trunks.py); labelled by trunk kind: sip, twilio, telnyx, plivo ----
+BILLED_SECONDS_BY_KIND = Counter(
+    'dialer_billed_seconds_by_kind_total',
+    'Billed seconds by trunk kind and meter: agent and sip (Ultravox), provider (the provider own leg).',
+    ['kind', 'meter'],
+)
+PROVIDER_PRICE = Counter(
+    'dialer_provider_price_total',
+    'Price the provider reported for direct-mode phone legs, in its currency.',
+    ['kind', 'currency'],
+)
+PROVIDER_LEGS = Counter(
+    'dialer_provider_legs_total',
+    'Direct-mode phone legs by trunk kind and result (placed, found, failed, rate_limited, ended).',
+    ['kind', 'result'],
+)
+PROVIDER_CALLBACKS = Counter(
+    'dialer_provider_callbacks_total',
+    'Provider status callbacks received, by trunk kind and verdict.',
+    ['kind', 'verdict'],
+)

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import re
 import zoneinfo
-from datetime import datetime, time
+from datetime import UTC, datetime, time
 from enum import StrEnum
 from functools import cache
-from typing import Annotated, Any, Literal, Self
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Self
 
 import pydantic_core
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 
 NAME_PATTERN = r'^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$'
@@ -39,6 +43,9 @@ class Outcome(StrEnum):
     FAILED = 'failed'
     DNC = 'dnc'
     CANCELLED = 'cancelled'
+    #: Answered by a machine: the agent used its ``leaveVoicemail`` tool (``voicemail_left`` says
+    #: whether a message was left). Retried by default, in another hour of the day.
+    VOICEMAIL = 'voicemail'
 
 
 #: Outcomes that can never be retried: a retry would call a person who answered, a number that does
@@ -117,15 +124,49 @@ class CallingHours(_Strict):
 
 
 def _default_delays() -> dict[Outcome, float]:
-    return {Outcome.NO_ANSWER: 3600.0, Outcome.BUSY: 600.0, Outcome.FAILED: 900.0, Outcome.REJECTED: 3600.0}
+    return {
+        Outcome.NO_ANSWER: 3600.0,
+        Outcome.BUSY: 600.0,
+        Outcome.FAILED: 900.0,
+        Outcome.REJECTED: 3600.0,
+        Outcome.VOICEMAIL: 3 * 3600.0,
+    }
+
+
+#: What a conversation achieved, as the agent reports it through the dialer's HTTP tool.
+DISPOSITION_PATTERN = r'^[a-z][a-z0-9_]{0,31}$'
+Disposition = Annotated[str, Field(pattern=DISPOSITION_PATTERN)]
+DEFAULT_DISPOSITIONS: tuple[str, ...] = (
+    'interested',
+    'not_interested',
+    'callback_requested',
+    'do_not_call',
+    'wrong_person',
+)
+#: The opt-out: the number goes on the global DNC list the moment the agent reports it.
+DO_NOT_CALL = 'do_not_call'
+CALLBACK_REQUESTED = 'callback_requested'
+#: A campaign's disposition list is a metric label: bounded.
+MAX_DISPOSITIONS = 20
+
+
+def _default_disposition_delays() -> dict[str, float]:
+    return {CALLBACK_REQUESTED: 86400.0}
 
 
 class RetryPolicy(_Strict):
     """Which outcomes are redialled, after how long, and how often at most."""
 
-    retry_on: tuple[Outcome, ...] = (Outcome.NO_ANSWER, Outcome.BUSY, Outcome.FAILED)
+    retry_on: tuple[Outcome, ...] = (Outcome.NO_ANSWER, Outcome.BUSY, Outcome.FAILED, Outcome.VOICEMAIL)
     #: Seconds to wait before the next attempt, by the outcome of the last one.
     delays: dict[Outcome, float] = Field(default_factory=_default_delays)
+    #: Outcomes whose retry must fall in another local hour of the day than the attempt (a machine
+    #: that answered at 10:15 is likelier to be a person at another time of day).
+    other_hour_on: tuple[Outcome, ...] = (Outcome.VOICEMAIL,)
+    #: Dispositions (reported by the agent on an answered call) that make another attempt: at the
+    #: time the person asked for, else after ``disposition_delays``. Never ``do_not_call``.
+    retry_dispositions: tuple[Disposition, ...] = (CALLBACK_REQUESTED,)
+    disposition_delays: dict[Disposition, float] = Field(default_factory=_default_disposition_delays)
     max_attempts: int = Field(default=3, ge=1, le=100)
     #: At most this many attempts per contact in any rolling 24 hours (state "N calls per day" rules).
     max_per_24h: int = Field(default=3, ge=1, le=100)
@@ -143,6 +184,15 @@ class RetryPolicy(_Strict):
             raise ValueError(f'delays must not be negative (for {", ".join(negative)})')
         if len(self.retry_on) != len(set(self.retry_on)):
             raise ValueError('retry_on lists an outcome twice')
+        if DO_NOT_CALL in self.retry_dispositions:
+            raise ValueError('retry_dispositions must not list do_not_call: an opt-out is never called again')
+        undelayed = [d for d in self.retry_dispositions if d not in self.disposition_delays]
+        if undelayed:
+            raise ValueError(
+                f'retry_dispositions lists {", ".join(undelayed)} but disposition_delays gives no delay for it'
+            )
+        if any(d < 0 for d in self.disposition_delays.values()):
+            raise ValueError('disposition_delays must not be negative')
         # max_attempts = 1 with the default retry_on simply means "no retries": not a contradiction
         return self
 
@@ -188,6 +238,20 @@ class CampaignConfig(_Strict):
     number_types: tuple[NumberType, ...] = DEFAULT_NUMBER_TYPES
     #: No contact is due before this instant (set by ``load --start-at``); None = as soon as hours allow.
     start_at: datetime | None = None
+    #: What the agent may report through the dialer's outcome tool (when ``DIALER_TOOL_BASE_URL`` is set).
+    dispositions: tuple[Disposition, ...] = DEFAULT_DISPOSITIONS
+    #: Ad-hoc (system prompt) campaigns: the message the built-in ``leaveVoicemail`` tool leaves; None
+    #: = the agent decides (agent campaigns configure their tools on the agent).
+    voicemail_message: str | None = Field(default=None, min_length=1, max_length=1000)
+
+    @field_validator('dispositions')
+    @classmethod
+    def _dispositions(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError('dispositions needs at least one entry')
+        if len(value) > MAX_DISPOSITIONS:
+            raise ValueError(f'dispositions lists {len(value)} entries; at most {MAX_DISPOSITIONS}')
+        return tuple(dict.fromkeys(value))
 
     @field_validator('number_types')
     @classmethod
@@ -201,7 +265,8 @@ class CampaignConfig(_Strict):
     def _aware(cls, value: datetime | None) -> datetime | None:
         if value is not None and (value.tzinfo is None or value.utcoffset() is None):
             raise ValueError('start_at needs a UTC offset, e.g. 2026-03-02T09:00:00+00:00')
-        return value
+        # one spelling per instant, so that the same start given with another offset compares equal
+        return value.astimezone(UTC) if value is not None else None
 
     @field_validator('default_region')
     @classmethod
@@ -221,6 +286,15 @@ class CampaignConfig(_Strict):
     def _one_agent_source(self) -> Self:
         if (self.agent_id is None) == (self.system_prompt is None):
             raise ValueError('a campaign needs exactly one of agent_id or system_prompt')
+        if self.voicemail_message is not None and self.agent_id is not None:
+            raise ValueError(
+                "voicemail_message is for system_prompt campaigns; give an agent's leaveVoicemail tool its message "
+                'on the agent'
+            )
+        unknown = [d for d in self.retry.retry_dispositions if d not in self.dispositions]
+        # the default retry list names callback_requested; a campaign without it simply never uses it
+        if unknown and self.retry.retry_dispositions != (CALLBACK_REQUESTED,):
+            raise ValueError(f'retry.retry_dispositions lists {", ".join(unknown)}, which dispositions does not')
         return self
 
     @property
@@ -267,3 +341,13 @@ class ContactRecord(_Strict):
         if context:
             record['c'] = context
         return pydantic_core.to_json(record)
+
+
+def attempts_counted(progress: Mapping[str, Any], attempt: int | None = None) -> int:
+    """Attempts that count against a contact's budget: those made since it was last requeued.
+
+    ``progress`` is the contact's progress record (``a``: attempts made, ``b``: attempts made before
+    its last requeue); ``attempt`` overrides ``a`` with the attempt just made.
+    """
+    made = int(progress.get('a') or 0) if attempt is None else attempt
+    return made - int(progress.get('b') or 0)

@@ -171,8 +171,10 @@ class Scripts:
         trunk_burst: int,
         account_interval_ms: float,
         account_per_minute: int,
+        max_wait_ms: int = -1,
     ) -> int:
-        """0 when a creation may be sent now, otherwise the ms to wait before asking again."""
+        """Reserve one creation slot: 0 = send now, > 0 = send after that many ms (reserved),
+        < 0 = nothing reserved (a hold, or a wait over ``max_wait_ms``): ask again after -that ms."""
         keys = [
             k.trunk_rate(trunk),
             k.ACCOUNT_RATE_SECOND,
@@ -181,7 +183,7 @@ class Scripts:
             k.ACCOUNT_HOLD,
             k.trunk_unsent(trunk),
         ]
-        args = [trunk_interval_ms, trunk_burst, account_interval_ms, account_per_minute, attempt_id]
+        args = [trunk_interval_ms, trunk_burst, account_interval_ms, account_per_minute, attempt_id, max_wait_ms]
         return int(await self._run('rate', keys, args))
 
     async def created(

@@ -6,7 +6,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -43,6 +43,11 @@ class Settings(BaseSettings):
 
     trunks_file: Path = Path('trunks.toml')
 
+    #: Provider REST APIs for direct-mode trunks (dialer/providers/); tests point them at the simulator.
+    twilio_base_url: str = 'https://api.twilio.com'
+    telnyx_base_url: str = 'https://api.telnyx.com'
+    plivo_base_url: str = 'https://api.plivo.com'
+
     account_plan: Literal['paygo', 'pro', 'scale'] = 'pro'
     account_calls_per_second: float | None = Field(default=None, gt=0)
     account_calls_per_minute: int | None = Field(default=None, ge=1)
@@ -70,6 +75,9 @@ class Settings(BaseSettings):
     #: Seconds between polls of a live call; the first poll waits ``poll_initial``.
     poll_initial: float = Field(default=5.0, gt=0)
     poll_interval: float = Field(default=5.0, gt=0)
+    #: While the webhook receiver has delivered recently, live calls are polled only this often, as a
+    #: safety net for a lost webhook (and at once when a call outlives its longest possible end).
+    poll_safety_interval: float = Field(default=60.0, gt=0)
     #: A claimed poll comes back to the fleet after this long if its worker vanished.
     poll_visibility: float = Field(default=30.0, gt=0)
     #: How long to keep polling an ended call for Ultravox's final billing before computing it.
@@ -105,11 +113,24 @@ class Settings(BaseSettings):
     #: Connections (and requests) the receiver serves at once; more get 503.
     webhook_max_connections: int = Field(default=200, ge=1)
 
+    #: Public base URL of ``dialer webhooks`` as Ultravox reaches it (``https://hooks.example.com``): when
+    #: set, every call gets the dialer's outcome tool (``POST {base}/tools/outcome``). Unset: no tool.
+    tool_base_url: str | None = Field(default=None, pattern=r'^https?://[^\s?#]+$')
+    #: Key of the per-call tool tokens (HMAC of the attempt id); required with ``tool_base_url``.
+    tool_secret: SecretStr | None = None
+
     breaker_threshold: int = Field(default=5, ge=1)
     breaker_cooldown: float = Field(default=30.0, gt=0)
 
     log_level: Literal['debug', 'info', 'warning', 'error'] = 'info'
     log_format: Literal['console', 'json'] = 'console'
+
+    @model_validator(mode='after')
+    def _tool_secret_with_url(self) -> Settings:
+        secret = self.tool_secret.get_secret_value() if self.tool_secret is not None else ''
+        if self.tool_base_url and len(secret) < 16:
+            raise ValueError('DIALER_TOOL_SECRET (16 characters or more) is required with DIALER_TOOL_BASE_URL')
+        return self
 
     @cached_property
     def account_limits(self) -> AccountLimits:

@@ -1,7 +1,8 @@
-"""Trunks: how Ultravox reaches a phone on the team's own carriers, and the limits each one imposes.
+"""Trunks: how Ultravox reaches a phone, and the limits each way imposes.
 
-A trunk is a tagged union on ``kind`` so that Ultravox's other media (``twilio``, ``telnyx``,
-``plivo``) can be added as further kinds; only ``sip`` exists today.
+A trunk is a tagged union on ``kind``: ``sip`` (the team's own carrier, Ultravox's SIP medium) or a
+telephony provider (``twilio``, ``telnyx``, ``plivo``; see ``dialer/provider_trunks.py``), each of
+which knows how to build the ``medium`` of a Create Call request.
 """
 
 from __future__ import annotations
@@ -12,30 +13,16 @@ import unicodedata
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter, ValidationError, field_validator
+from pydantic import ConfigDict, Field, SecretStr, TypeAdapter, ValidationError, field_validator
 
 from dialer.models import check_name
+from dialer.provider_trunks import PROVIDER_KINDS, PlivoTrunk, TelnyxTrunk, TwilioTrunk
 from dialer.sip import Transport, check_sip_host, sip_uri
+from dialer.trunk_base import CONTROL_CATEGORIES as _CONTROL
+from dialer.trunk_base import TrunkConfigError, TrunkLimits
 
 
-#: Unicode categories refused in SIP header fields: controls, format characters (zero-width, bidi
-#: overrides), line and paragraph separators, unassigned and private-use code points.
-_CONTROL = frozenset({'Cc', 'Cf', 'Zl', 'Zp', 'Cn', 'Co', 'Cs'})
-
-
-class TrunkConfigError(ValueError):
-    """A trunks file that cannot be used; the message names the file, trunk and field."""
-
-
-class TrunkLimits(BaseModel):
-    """What the carrier allows; these are enforced across the whole fleet."""
-
-    model_config = ConfigDict(extra='forbid', frozen=True)
-
-    max_concurrent: int = Field(ge=1, le=100_000)
-    calls_per_second: float = Field(gt=0, le=10_000)
-    #: Calls that may start back to back before the per-second spacing applies (1 = strictly spaced).
-    burst: int = Field(default=1, ge=1, le=10_000)
+__all__ = ['SipTrunk', 'Trunk', 'TrunkConfigError', 'TrunkLimits', 'TrunkRegistry', 'load_trunks', 'parse_trunks']
 
 
 class SipTrunk(TrunkLimits):
@@ -100,19 +87,36 @@ class SipTrunk(TrunkLimits):
             outgoing['password'] = password.get_secret_value()
         return {'sip': {'outgoing': outgoing}}
 
+    def secrets(self) -> list[SecretStr]:
+        """Every secret of the trunk (masked in logs); never stored in Redis, metrics or exports."""
+        password = self.resolved_password()
+        return [] if password is None else [password]
+
     @property
     def limits(self) -> TrunkLimits:
         return TrunkLimits(max_concurrent=self.max_concurrent, calls_per_second=self.calls_per_second, burst=self.burst)
 
 
-Trunk = Annotated[SipTrunk, Field(discriminator='kind')]
+Trunk = Annotated[SipTrunk | TwilioTrunk | TelnyxTrunk | PlivoTrunk, Field(discriminator='kind')]
 _TRUNK = TypeAdapter(Trunk)
+TRUNK_KINDS = ('sip', *PROVIDER_KINDS)
 
 
 def _password_sources(name: str, raw: dict[str, Any]) -> None:
-    given = [k for k in ('password', 'password_env', 'password_file') if raw.get(k) is not None]
-    if len(given) > 1:
-        raise TrunkConfigError(f'trunk {name!r}: field {given[1]}: give only one of {", ".join(given)}')
+    """A secret may be given inline, as ``<field>_env`` or as ``<field>_file``: only one of them."""
+    bases = {key.removesuffix('_env').removesuffix('_file') for key in raw if key.endswith(('_env', '_file'))}
+    for base in sorted(bases | {'password'}):
+        given = [k for k in (base, f'{base}_env', f'{base}_file') if raw.get(k) is not None]
+        if len(given) > 1:
+            raise TrunkConfigError(f'trunk {name!r}: field {given[1]}: give only one of {", ".join(given)}')
+
+
+def _check_kind(name: str, raw: dict[str, Any]) -> None:
+    kind = raw.get('kind', 'sip')
+    if kind not in TRUNK_KINDS:
+        raise TrunkConfigError(
+            f'trunk {name!r}: field kind: unknown trunk kind {kind!r} (expected one of {", ".join(TRUNK_KINDS)})'
+        )
 
 
 def parse_trunks(data: dict[str, Any], source: str = 'trunks file') -> dict[str, Trunk]:
@@ -128,9 +132,10 @@ def parse_trunks(data: dict[str, Any], source: str = 'trunks file') -> dict[str,
         if not isinstance(raw, dict):
             raise TrunkConfigError(f'{source}: trunk {name!r}: expected a table of fields')
         try:
+            _check_kind(name, raw)
             _password_sources(name, raw)
             trunk = _TRUNK.validate_python({'kind': 'sip', **raw, 'name': name})
-            trunk.resolved_password()
+            trunk.secrets()
         except TrunkConfigError as exc:
             raise TrunkConfigError(f'{source}: {exc}') from None
         except ValidationError as exc:
@@ -142,8 +147,11 @@ def parse_trunks(data: dict[str, Any], source: str = 'trunks file') -> dict[str,
 def _describe(exc: ValidationError) -> str:
     parts = []
     for error in exc.errors(include_url=False, include_input=False):
-        where = '.'.join(str(p) for p in error['loc'] if p != 'sip') or 'trunk'
+        where = '.'.join(str(p) for p in error['loc'] if p not in TRUNK_KINDS) or 'trunk'
         message = str(error['msg']).removeprefix('Value error, ')
+        if where == 'trunk' and ': ' in message and ' ' not in message.split(': ', 1)[0]:
+            # a check across fields names its field first ("auth_token: is required in direct mode")
+            where, message = message.split(': ', 1)
         if error['type'] == 'missing':
             message = 'is required'
         elif error['type'] == 'extra_forbidden':

@@ -38,7 +38,10 @@ import httpx
 import structlog
 
 from dialer.billing import format_duration
+from dialer.http import async_client
 from dialer.metrics import ULTRAVOX_RESPONSES
+from dialer.prompts import fill_placeholders
+from dialer.tools import tool_fields
 
 
 if TYPE_CHECKING:
@@ -48,7 +51,8 @@ if TYPE_CHECKING:
 
     from dialer.models import CampaignConfig, ContactRecord
     from dialer.settings import Settings
-    from dialer.trunks import SipTrunk
+    from dialer.tools import ToolEndpoint
+    from dialer.trunks import Trunk
 
 
 log = structlog.get_logger(__name__)
@@ -59,7 +63,7 @@ log = structlog.get_logger(__name__)
 if importlib.util.find_spec('sniffio') is None:
     sys.modules.setdefault('sniffio', None)  # type: ignore[arg-type]
 
-Endpoint = Literal['create', 'get', 'list', 'agent']
+Endpoint = Literal['create', 'get', 'list', 'agent', 'delete', 'telephony_config', 'messages']
 
 REASON_LIMIT = 500
 DEFAULT_RETRY_AFTER = 1.0
@@ -139,15 +143,19 @@ class CreateCallRequest:
 
 def build_create_request(
     config: CampaignConfig,
-    trunk: SipTrunk,
+    trunk: Trunk,
     password: SecretStr | None,
     number: str,
     contact: ContactRecord,
     *,
     attempt_id: str,
     attempt: int,
+    tools: ToolEndpoint | None = None,
 ) -> CreateCallRequest:
-    """The request that dials ``number`` through ``trunk`` for one attempt of a campaign's contact."""
+    """The request that dials ``number`` through ``trunk`` for one attempt of a campaign's contact.
+
+    ``tools``: where the dialer's outcome tool is served (None: the call gets no outcome tool).
+    """
     body: dict[str, Any] = {
         'medium': trunk.medium(number, password),
         'firstSpeakerSettings': {'user': {}} if config.first_speaker == 'user' else {'agent': {}},
@@ -163,17 +171,18 @@ def build_create_request(
         body['maxDuration'] = format_duration(config.max_duration)
     if config.join_timeout is not None:
         body['joinTimeout'] = format_duration(config.join_timeout)
+    context: dict[str, str] = dict(contact.context)
+    if contact.name is not None:
+        context['name'] = contact.name
     if config.agent_id is not None:
         path = f'/api/agents/{quote(config.agent_id, safe="")}/calls'
-        context: dict[str, str] = dict(contact.context)
-        if contact.name is not None:
-            context['name'] = contact.name
         if context:
             body['templateContext'] = context
     else:
-        # StartCallRequest has no templateContext: an ad-hoc prompt is sent as written.
+        # StartCallRequest has no templateContext: the contact's values are filled into the prompt here.
         path = '/api/calls'
-        body['systemPrompt'] = config.system_prompt
+        body['systemPrompt'] = fill_placeholders(config.system_prompt or '', context)
+    body.update(tool_fields(config, attempt_id, tools))
     params = {'throttle': config.throttle} if config.throttle else {}
     return CreateCallRequest(path=path, params=params, body=body)
 
@@ -265,13 +274,13 @@ class UltravoxClient:
         # A read told to wait longer than this gives up instead: the caller polls again later anyway.
         self._max_retry_after = max_retry_after
         self._sleep = sleep
-        self._client = httpx.AsyncClient(
+        self._client = async_client(
             base_url=base_url,
             headers={'X-API-Key': api_key.get_secret_value(), 'Accept': 'application/json'},
-            timeout=httpx.Timeout(connect=connect_timeout, read=read_timeout, write=read_timeout, pool=connect_timeout),
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            max_connections=max_connections,
             transport=transport,
-            follow_redirects=False,
         )
 
     @classmethod
@@ -322,6 +331,8 @@ class UltravoxClient:
         status = response.status_code
         ULTRAVOX_RESPONSES.labels(endpoint=endpoint, status_class=_status_class(status)).inc()
         if response.is_success:
+            if status == httpx.codes.NO_CONTENT:
+                return None
             try:
                 return response.json()
             except ValueError:
@@ -401,26 +412,51 @@ class UltravoxClient:
             raise TransientError('agent answered with a body that is not an Agent', maybe_created=False)
         return agent
 
+    async def telephony_config(self, provider: str) -> dict[str, Any] | None:
+        """The account's ``/api/telephony_configs/<provider>``; None when the provider is not configured."""
+        try:
+            config = await self._read('telephony_config', f'/api/telephony_configs/{quote(provider, safe="")}')
+        except CallNotFound:
+            return None
+        return config if isinstance(config, dict) else {}
+
+    async def delete_call(self, call_id: str) -> bool:
+        """End (and delete) a call, e.g. one whose provider phone leg never came; False if already gone."""
+        try:
+            await self._send('delete', 'DELETE', f'/api/calls/{quote(call_id, safe="")}')
+        except CallNotFound:
+            return False
+        return True
+
+    async def list_messages(self, call_id: str) -> list[dict[str, Any]]:
+        """Every message of a call (``GET /api/calls/{id}/messages``, all pages). Transcripts are
+        personal data: callers derive what they need and keep nothing else."""
+        return await self._all_pages('messages', f'/api/calls/{quote(call_id, safe="")}/messages', [])
+
     async def find_calls(self, metadata: Mapping[str, str]) -> list[dict[str, Any]]:
         """Every call whose metadata has all the given key/value pairs, across all pages."""
         base: list[tuple[str, str]] = [(f'metadata.{key}', value) for key, value in metadata.items()]
+        return await self._all_pages('list', '/api/calls', base)
+
+    async def _all_pages(self, endpoint: Endpoint, path: str, base: list[tuple[str, str]]) -> list[dict[str, Any]]:
+        """The ``results`` of every page of a paginated list, following ``next`` on our own base URL."""
         params = base
-        calls: list[dict[str, Any]] = []
+        items: list[dict[str, Any]] = []
         seen: set[tuple[tuple[str, str], ...]] = set()
         for _ in range(MAX_PAGES):
-            page = await self._read('list', '/api/calls', params)
+            page = await self._read(endpoint, path, params)
             if not isinstance(page, dict) or not isinstance(page.get('results'), list):
-                raise TransientError('list answered with a body that is not a page of calls', maybe_created=False)
-            calls.extend(call for call in page['results'] if isinstance(call, dict))
+                raise TransientError(f'{endpoint} answered with a body that is not a page', maybe_created=False)
+            items.extend(item for item in page['results'] if isinstance(item, dict))
             following = _next_params(page.get('next'), base)
             if following is None:
-                return calls
+                return items
             key = tuple(following)
             if key in seen:
-                raise UltravoxError('call list pagination repeats a page')
+                raise UltravoxError(f'{endpoint} pagination repeats a page')
             seen.add(key)
             params = following
-        raise UltravoxError(f'call list pagination did not end within {MAX_PAGES} pages')
+        raise UltravoxError(f'{endpoint} pagination did not end within {MAX_PAGES} pages')
 
 
 def _next_params(next_link: Any, base: list[tuple[str, str]]) -> list[tuple[str, str]] | None:

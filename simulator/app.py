@@ -20,6 +20,7 @@ from starlette.applications import Starlette
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from simulator import provider_api, providers
 from simulator.calls import CallStore, SlidingWindow, max_concurrent, max_in_window
 from simulator.config import SimulatorConfig
 from simulator.schema import schema_errors, semantic_errors, sip_to_parts
@@ -139,7 +140,7 @@ class Simulator:
         errors = schema_errors(
             body, AGENT_REQUEST if agent_id is not None else CALL_REQUEST, strict=config.reject_unknown_fields
         )
-        errors = errors or semantic_errors(body)
+        errors = errors or semantic_errors(body) or providers.medium_errors(config, body)
         if errors:
             return self.bad_request(errors)
 
@@ -166,7 +167,9 @@ class Simulator:
                 headers={'Retry-After': str(wait)},
             )
         outgoing = ((body.get('medium') or {}).get('sip') or {}).get('outgoing')
-        plan = self.store.create(config, body, now, agent_id, sip_to_parts(outgoing['to']) if outgoing else None)
+        parts = sip_to_parts(outgoing['to']) if outgoing else providers.to_parts(body)
+        plan = self.store.create(config, body, now, agent_id, parts)
+        providers.adapt_plan(plan, body, str(request.base_url))
         self.count_create(now, throttle)
         self.webhooks.schedule(plan)
         if self.rng.random() < config.lost_response_rate:
@@ -391,6 +394,8 @@ def build_app(config: SimulatorConfig | None = None) -> Starlette:
         Route('/api/calls/{call_id}', sim.get_call, methods=['GET']),
         Route('/api/agents/{agent_id}', sim.get_agent, methods=['GET']),
         Route('/api/calls/{call_id}/sip_logs', sim.sip_logs, methods=['GET']),
+        *providers.UltravoxProviderRoutes(sim).routes(),
+        *provider_api.routes(sim),
         Route('/_sim/health', sim.health, methods=['GET']),
         Route('/_sim/config', sim.get_config, methods=['GET']),
         Route('/_sim/config', sim.set_config, methods=['POST']),

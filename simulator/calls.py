@@ -85,6 +85,9 @@ class CallPlan:
     time_scale: float
     billing_delay_sim: float
     base: dict[str, Any] = field(repr=False)  # the static part of the Call object
+    #: 'sip', or the provider of a provider medium (no SIP details on the Call; see simulator/providers.py)
+    medium: str = 'sip'
+    deleted: bool = False
 
     def real(self, offset_sim: float | None) -> float | None:
         return None if offset_sim is None else self.created + offset_sim * self.time_scale
@@ -114,14 +117,16 @@ class CallPlan:
         if now >= self.ended_real:
             call['ended'] = iso(self.created + self.ended_sim)
             call['endReason'] = self.end_reason
-            call['sipDetails'] = {'billedDuration': None, 'terminationReason': self.termination}
+            if self.medium == 'sip':
+                call['sipDetails'] = {'billedDuration': None, 'terminationReason': self.termination}
             if self.outcome is SimOutcome.ANSWERED:
                 call['shortSummary'] = 'The callee answered and talked with the agent.'
                 call['summary'] = f'Simulated conversation of {duration(self.talk_sim)} ending with {self.end_reason}.'
         if now >= self.billed_real:
             billed = duration(self.billed)
             call['billedDuration'] = billed
-            call['sipDetails'] = {'billedDuration': billed, 'terminationReason': self.termination}
+            if self.medium == 'sip':
+                call['sipDetails'] = {'billedDuration': billed, 'terminationReason': self.termination}
             answered = self.talk_sim > 0
             call['billingStatus'] = (
                 'BILLING_STATUS_BILLED' if answered else 'BILLING_STATUS_FREE_ZERO_EFFECTIVE_DURATION'
@@ -141,8 +146,9 @@ class CallPlan:
             'outcome': str(self.outcome),
             'endReason': self.end_reason,
             'terminationReason': self.termination,
-            'sip_billed_seconds': self.billed,
+            'sip_billed_seconds': self.billed if self.medium == 'sip' else 0,
             'agent_billed_seconds': self.billed,
+            'medium': self.medium,
         }
 
 

@@ -77,6 +77,12 @@ class SimulatorConfig(BaseModel):
     # 'payment_required' answers every API request with 402, 'disabled' with 403 (an unusable account)
     account_state: Literal['active', 'payment_required', 'disabled'] = 'active'
     reject_unknown_fields: bool = False  # the published schema allows unknown fields; opt in to refuse
+    # telephony providers (simulator/providers.py): those configured in the account's telephony configs
+    # (``medium.<provider>.outgoing`` is refused for the others), and each provider's own API account
+    telephony_providers: list[Literal['twilio', 'telnyx', 'plivo']] = Field(default_factory=list)
+    provider_accounts: dict[str, dict[str, str]] = Field(default_factory=dict)  # provider -> credentials
+    provider_callback_loss_rate: float = Field(default=0.0, ge=0, le=1)  # status callbacks never sent
+    provider_calls_per_second: int | None = Field(default=None, ge=1)  # a provider's own limit (429 over it)
 
     # fault injection (probabilities per request; slow_seconds is real time). A slow create is
     # completed after slow_seconds whether or not the client is still waiting for the answer.

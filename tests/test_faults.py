@@ -153,7 +153,7 @@ def test_a_metrics_port_already_taken_is_a_startup_error_naming_the_setting(tmp_
 
 
 def test_creates_that_ultravox_completes_after_we_gave_up_are_never_dialled_again(
-    tmp_path: Path, redis_url: str
+    tmp_path: Path, redis_url: str, sync_redis: redis_sync.Redis
 ) -> None:
     # A third of the creates are answered 3 s late: well past the 1 s read timeout and the 0.5 s
     # lookup delay, inside the 20 s quarantine. Each must be found, never dialled a second time.

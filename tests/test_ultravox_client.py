@@ -552,3 +552,11 @@ async def test_client_from_settings_uses_explicit_timeouts_and_pool_size() -> No
         await client.aclose()
     assert client._client.is_closed
     assert API_KEY not in repr(settings)
+
+
+def test_an_ad_hoc_prompt_gets_each_contacts_values_filled_in() -> None:
+    config = make_config(agent_id=None, system_prompt='Call {{name}} about the {{ plan }} plan. {{#x}}{{unknown}}')
+    request = build_create_request(config, make_trunk(), None, NUMBER, CONTACT, attempt_id='a:+1:1', attempt=1)
+    assert request.body['systemPrompt'] == 'Call Ada about the gold plan. {{#x}}{{unknown}}'
+    assert 'templateContext' not in request.body
+    assert schema_errors(request.body, 'ultravox.v1.StartCallRequest') == []

@@ -11,9 +11,10 @@ import pytest
 from pydantic import SecretStr
 
 from dialer import constants as k
+from dialer.scripts import Scripts
 from dialer.settings import Settings
 from dialer.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign_webhook
-from tests.ledger import live_call
+from tests.ledger import begin_first, live_call, make_campaign
 from workers.runtime import Runtime
 from workers.webhooks import build_webhook_app
 
@@ -214,3 +215,11 @@ async def test_a_replay_is_recognised_by_the_delivery_however_its_signature_is_s
 async def test_an_oversized_body_is_refused_before_it_is_read_whole(client) -> None:
     body = b'{"event": "call.ended", "pad": "' + b'x' * 300_000 + b'"}'
     assert (await post(client, body, {TIMESTAMP_HEADER: 'x', SIGNATURE_HEADER: 'y'})).status_code == 413
+
+
+async def test_a_webhook_that_overtakes_its_create_is_asked_to_come_again(client, redis) -> None:
+    await make_campaign(redis, numbers=1)
+    attempt_id = (await begin_first(Scripts(redis))).split('#')[0]  # recorded as 'creating', no call id yet
+    response = await post(client, *signed('call.ended', ended_call(attempt_id, billed=False)))
+    assert response.status_code == 409, 'a non-2xx makes Ultravox deliver it again, after the create is recorded'
+    assert await redis.zcard(k.TRACKING) == 0

@@ -9,18 +9,22 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from campaigns.policy import NeverCallable, NoTimezone, contact_zones, decide_retry
+from campaigns.policy import NeverCallable, NoTimezone, contact_zones, decide_callback, decide_retry
 from dialer import constants as k
 from dialer import metrics
-from dialer.billing import Billing, answered_seconds, billing_of
+from dialer.billing import Billing, answered_seconds, billing_of, medium_kind
 from dialer.logs import masked_attempt
+from dialer.models import Outcome, attempts_counted
 from dialer.outcomes import classify_call, end_reason_summary
+from dialer.ultravox import RequestRejected
+from dialer.voicemail import detect_voicemail
 
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
 
-    from dialer.models import CampaignConfig, Outcome
+    from campaigns.policy import RetryDecision
+    from dialer.models import CampaignConfig
     from workers.runtime import Runtime
 
 
@@ -43,9 +47,53 @@ async def retry_at(
     rt: Runtime, config: CampaignConfig, attempt_id: str, outcome: Outcome, *, final: bool = False
 ) -> int | None:
     """When the contact is next due after this attempt's ``outcome`` (None: no further attempt)."""
-    name, number, attempt = k.parse_attempt_id(attempt_id)
-    if final or outcome not in config.retry.retry_on:
+    if final:
+        return None
+    if outcome is Outcome.ANSWERED:
+        # an answered call is never retried for its outcome; only its disposition may ask for a call back
+        return await _callback_at(rt, config, attempt_id)
+    if outcome not in config.retry.retry_on:
         return None  # decided by the policy alone: spare the Redis round trips below
+    return await _decide(
+        rt,
+        config,
+        attempt_id,
+        lambda made, zones, times, now: decide_retry(
+            config.retry, config.hours, zones, outcome, attempts_made=made, attempt_times=times, now=now
+        ),
+    )
+
+
+async def _callback_at(rt: Runtime, config: CampaignConfig, attempt_id: str) -> int | None:
+    """The disposition step: reads what the agent recorded on the attempt (outcome tool) and, for a
+    disposition the policy calls back (``callback_requested``), schedules the time the person asked for."""
+    if not config.retry.retry_dispositions:
+        return None
+    name, number, attempt = k.parse_attempt_id(attempt_id)
+    raw = await rt.redis.hget(k.campaign_attempts(name), f'{number}:{attempt}')
+    record = json.loads(raw) if raw else {}
+    disposition = record.get('dsp')
+    if disposition not in config.retry.retry_dispositions:
+        return None
+    requested = _ms_to_datetime(int(record['cb'])) if record.get('cb') is not None else None
+    return await _decide(
+        rt,
+        config,
+        attempt_id,
+        lambda made, zones, times, now: decide_callback(
+            config.retry, config.hours, zones, disposition, requested, made, times, now
+        ),
+    )
+
+
+async def _decide(
+    rt: Runtime,
+    config: CampaignConfig,
+    attempt_id: str,
+    decide: Callable[[int, tuple[str, ...], list[datetime], datetime], RetryDecision],
+) -> int | None:
+    """Run a retry decision with the contact's budget, zones, attempt times and Redis time."""
+    name, number, attempt = k.parse_attempt_id(attempt_id)
     async with rt.redis.pipeline(transaction=False) as pipe:
         pipe.hget(k.campaign_progress(name), number)
         pipe.hget(k.campaign_contacts(name), number)
@@ -53,29 +101,33 @@ async def retry_at(
     if raw_progress is None:
         return None
     progress = json.loads(raw_progress)
-    # a requeued contact's budget counts only the attempts made since (``b``: attempts before it)
-    made = attempt - int(progress.get('b') or 0)
+    made = attempts_counted(progress, attempt)
     if made >= config.retry.max_attempts:
         return None
     contact = json.loads(raw_contact) if raw_contact else {}
     now = _ms_to_datetime(await rt.scripts.now_ms())
     try:
         zones = contact_zones(number, contact.get('z'), config.default_timezone)
-        decision = decide_retry(
-            config.retry,
-            config.hours,
-            zones,
-            outcome,
-            attempts_made=made,
-            attempt_times=[_ms_to_datetime(ms) for ms in progress.get('ts') or []],
-            now=now,
-        )
+        decision = decide(made, zones, [_ms_to_datetime(ms) for ms in progress.get('ts') or []], now)
     except (NoTimezone, NeverCallable) as exc:
         log.warning('retry_impossible', campaign=name, attempt=attempt, reason=str(exc))
         return None
     if decision.retry_at is None:
         return None
     return int(decision.retry_at.timestamp() * 1000)
+
+
+async def voicemail_fields(rt: Runtime, config: CampaignConfig, call: Mapping[str, Any]) -> dict[str, Any]:
+    """The voicemail step: an answered call's messages, fetched once at its end, say whether the agent
+    used ``leaveVoicemail``. Only the flags are kept; the transcript is dropped here."""
+    try:
+        messages = await rt.ultravox.list_messages(str(call.get('callId')))
+    except RequestRejected as exc:
+        # no messages to read (a deleted call, an old API): the call stays answered
+        log.warning('messages_unavailable', call_id=call.get('callId'), status=exc.status)
+        return {}
+    voicemail = detect_voicemail(messages, message_configured=config.voicemail_message is not None)
+    return {'vm': 1, 'vml': int(voicemail.left)} if voicemail.reached else {}
 
 
 async def record_end(rt: Runtime, attempt_id: str, call: Mapping[str, Any], member: str) -> bool:
@@ -93,8 +145,13 @@ async def record_end(rt: Runtime, attempt_id: str, call: Mapping[str, Any], memb
         'er': end_reason_summary(call),
         'dur': round(answered_seconds(call), 3),
         'sum': call.get('shortSummary') or call.get('summary'),
+        'kind': medium_kind(call),
         **billing_fields(billing),
     }
+    if outcome is Outcome.ANSWERED:
+        fields.update(await voicemail_fields(rt, config, call))
+        if fields.get('vm'):
+            outcome = Outcome.VOICEMAIL
     retry = await retry_at(rt, config, attempt_id, outcome)
     recorded = await rt.scripts.finish(
         attempt_id,
@@ -104,15 +161,17 @@ async def record_end(rt: Runtime, attempt_id: str, call: Mapping[str, Any], memb
         retry_at_ms=retry,
         tracking_member=member,
         billing_final=billing.final,
-        billing_poll_ms=int(rt.settings.poll_interval * 1000),
+        billing_poll_ms=rt.live_poll_ms,
         breaker=rt.trunk_breaker,
     )
     if recorded:
         count_end(config, outcome, retried=retry is not None)
+        if outcome is Outcome.VOICEMAIL:
+            metrics.VOICEMAILS.labels(campaign=name, left='true' if fields.get('vml') else 'false').inc()
         if fields['dur']:
             metrics.CALL_DURATION_SECONDS.labels(trunk=config.trunk).observe(fields['dur'])
         if billing.final:
-            count_billing(config, name, billing)
+            count_billing(config, name, billing, medium_kind(call))
         log.info('call_ended', attempt_id=masked_attempt(attempt_id), call_id=call.get('callId'), outcome=outcome)
     return recorded
 
@@ -128,10 +187,10 @@ async def record_billing(rt: Runtime, attempt_id: str, call: Mapping[str, Any], 
         tracking_member=member,
         final=billing.final,
         billing_wait_ms=int(rt.settings.billing_wait * 1000),
-        billing_poll_ms=int(rt.settings.poll_interval * 1000),
+        billing_poll_ms=rt.live_poll_ms,
     )
     if settled:
-        count_billing(config, name, billing)
+        count_billing(config, name, billing, medium_kind(call))
     return settled
 
 
@@ -142,6 +201,9 @@ def count_end(config: CampaignConfig, outcome: Outcome, *, retried: bool) -> Non
         metrics.RETRIES_SCHEDULED.labels(campaign=config.name, outcome=outcome.value).inc()
 
 
-def count_billing(config: CampaignConfig, name: str, billing: Billing) -> None:
+def count_billing(config: CampaignConfig, name: str, billing: Billing, kind: str = 'sip') -> None:
     metrics.SIP_BILLED_SECONDS.labels(trunk=config.trunk, campaign=name).inc(billing.sip_seconds)
     metrics.AGENT_BILLED_SECONDS.labels(trunk=config.trunk, campaign=name).inc(billing.agent_seconds)
+    # by trunk kind (sip, twilio, telnyx, plivo), for the dashboard's minutes-per-kind panel
+    metrics.BILLED_SECONDS_BY_KIND.labels(kind=kind, meter='agent').inc(billing.agent_seconds)
+    metrics.BILLED_SECONDS_BY_KIND.labels(kind=kind, meter='sip').inc(billing.sip_seconds)

@@ -77,10 +77,13 @@ def cli() -> None:
 @click.option('--burst', is_flag=True, help='Stop when the queue is empty (for tests and batch runs).')
 def worker(*, burst: bool) -> None:
     """Run a dial worker (arq): places calls, follows them, enforces limits fleet-wide."""
+    from workers.arq_worker import install_uvloop  # noqa: PLC0415
     from workers.serving import PortInUseError  # noqa: PLC0415
     from workers.worker import run_worker  # noqa: PLC0415  arq is only imported by the roles that run it
 
     settings = load_settings()
+    # before arq makes its event loop: the worker runs on uvloop where it is installed
+    install_uvloop()
     try:
         run_worker(settings, burst=burst)
     except (TrunkConfigError, PortInUseError) as exc:

@@ -15,12 +15,12 @@ from rich.console import Console
 from rich.live import Live
 
 from campaigns import lifecycle, reschedule, results
-from campaigns.campaign_file import build_config, load_campaign_file
 from campaigns.describe import describe_campaign, describe_lines
-from campaigns.loader import load_contacts
+from campaigns.loader import LoadSummary, load_contacts
 from dialer.models import NEVER_RETRIED, CampaignConfig, Outcome, RetryPolicy
-from dialer.trunks import SipTrunk, TrunkConfigError, TrunkRegistry
+from dialer.trunks import Trunk, TrunkConfigError, TrunkRegistry
 from workers.cli import cli, load_settings, run
+from workers.cli_load import load_options, report_load, settings_for_load
 from workers.runtime import redis_client
 
 
@@ -104,6 +104,18 @@ _CAMPAIGN_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any], str, str | None]]
         'user',
     ),
     (('--throttle',), {}, 'Ultravox call throttle name (?throttle=).', None),
+    (
+        ('--dispositions',),
+        {'metavar': 'NAME,...'},
+        "What the agent may report through the dialer's outcome tool, comma-separated.",
+        'interested,not_interested,callback_requested,do_not_call,wrong_person',
+    ),
+    (
+        ('--voicemail-message',),
+        {'metavar': 'TEXT'},
+        'With --system-prompt: the message the built-in leaveVoicemail tool leaves.',
+        None,
+    ),
 ]
 
 
@@ -175,6 +187,9 @@ def _cli_options(*, base_delays: dict[str, float] | None = None, **given: Any) -
             retry[key] = value
     if retry.get('max_attempts') == 1 and 'retry_on' not in retry:
         retry['retry_on'] = []
+    dispositions = given.pop('dispositions', None)
+    if dispositions is not None:
+        given['dispositions'] = _split(dispositions) or []
     options = {key: value for key, value in given.items() if value is not None}
     if hours:
         options['hours'] = hours
@@ -189,6 +204,13 @@ def _cli_options(*, base_delays: dict[str, float] | None = None, **given: Any) -
 @click.option('--campaign-file', type=click.Path(path_type=Path), help='TOML file with the campaign options.')
 @click.option('--rejects', type=click.Path(path_type=Path), help='Where rejected rows go. [CONTACTS.rejects.csv]')
 @click.option('--progress/--no-progress', default=None, help='Progress bar (default: on a terminal).')
+@click.option(
+    '--paused',
+    is_flag=True,
+    help='Create the campaign paused (or pause it) before adding contacts: nothing is dialled until '
+    '`dialer campaign resume NAME`, so `plan`, `show` and `status` can be read first.',
+)
+@load_options
 @campaign_options
 def load(
     contacts: Path,
@@ -196,39 +218,48 @@ def load(
     campaign_file: Path | None,
     rejects: Path | None,
     progress: bool | None,
+    start_at: str | None,
+    number_types: str | None,
+    *,
+    paused: bool,
     **options: Any,
 ) -> None:
-    """Load CONTACTS (CSV) into a campaign, creating it if needed; dialling starts at once."""
-    settings = load_settings()
+    """Load CONTACTS (CSV) into a campaign, creating it if needed; dialling starts at once unless
+    --paused or --start-at says otherwise.
 
-    async def go() -> None:
-        file_options = load_campaign_file(campaign_file) if campaign_file else {}
-        config = build_config(file_options, _cli_options(name=name, **options))
-        TrunkRegistry(settings.trunks_file).get(config.trunk)
+    Into an existing campaign, `--campaign NAME` alone is enough: it keeps its settings, and any
+    option given must match them (the load is refused naming each difference). A refused load writes
+    nothing.
+    """
+    settings = load_settings()
+    rejects_path = rejects or contacts.with_name(contacts.name + '.rejects.csv')
+
+    async def go() -> tuple[CampaignConfig, LoadSummary]:
         redis = redis_client(settings)
         try:
+            config = await settings_for_load(
+                redis,
+                name=name,
+                campaign_file=campaign_file,
+                start_at=start_at,
+                number_types=number_types,
+                cli_options=lambda delays, extra: _cli_options(base_delays=delays, **extra, **options),
+            )
+            TrunkRegistry(settings.trunks_file).get(config.trunk)
             summary = await load_contacts(
                 redis,
                 config,
                 contacts,
-                rejects_path=rejects or contacts.with_name(contacts.name + '.rejects.csv'),
+                rejects_path=rejects_path,
                 progress=sys.stderr.isatty() if progress is None else progress,
+                paused=paused,
             )
         finally:
             await redis.aclose()
-        if summary.skipped_whole_file:
-            click.echo(f'{contacts}: already loaded into {config.name!r}; nothing new enqueued')
-            return
-        click.echo(
-            f'{contacts}: {summary.rows} rows, {summary.accepted} contacts enqueued into {config.name!r}, '
-            f'{summary.already_loaded} already loaded, {summary.rejected} rejected'
-        )
-        for reason, count in sorted(summary.rejects_by_reason.items()):
-            click.echo(f'  rejected {count:>6}  {reason}')
-        if summary.rejected:
-            click.echo(f'  rejected rows with their line numbers: {rejects or contacts.name + ".rejects.csv"}')
+        return config, summary
 
-    run(go())
+    config, summary = run(go())
+    report_load(contacts, config, summary, rejects_path, paused=paused)
 
 
 @campaign.command()
@@ -336,7 +367,7 @@ def show(name: str, *, as_json: bool) -> None:
     data = run(go())
     config = CampaignConfig.model_validate_json(data['config'])
     try:
-        trunk: SipTrunk | None = TrunkRegistry(settings.trunks_file).get(config.trunk)
+        trunk: Trunk | None = TrunkRegistry(settings.trunks_file).get(config.trunk)
     except TrunkConfigError:
         trunk = None  # the campaign is still shown; its trunk is only named
     described = describe_campaign(config, data, trunk)

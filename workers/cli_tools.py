@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
-from rich.table import Table
 
 from campaigns import dnc, results
-from campaigns.plan import plan_campaign
+from campaigns.csv_plan import CsvPlan, plan_csv
+from campaigns.plan import ZonePlan, plan_campaign
 from dialer.constants import DNC
+from dialer.scripts import Scripts
 from dialer.trunks import TrunkRegistry, load_trunks
 from workers.cli import cli, load_settings, run, user_errors
-from workers.cli_campaign import campaign
+from workers.cli_campaign import _cli_options, campaign, campaign_options
+from workers.cli_load import PLAN_PLACEHOLDERS, load_options, plan_table, report_csv_plan, settings_for_load
+from workers.provider_check import check_provider_configs
 from workers.runtime import redis_client
 
 
@@ -28,11 +33,15 @@ def trunks() -> None:
 def trunks_check() -> None:
     """Validate the trunks file (DIALER_TRUNKS_FILE); passwords are never printed."""
     settings = load_settings()
-    for name, trunk in load_trunks(settings.trunks_file).items():
+    loaded = load_trunks(settings.trunks_file)
+    for name, trunk in loaded.items():
         click.echo(
             f'{name}: {trunk.kind} {trunk.host} ({trunk.transport}), from {trunk.caller_id}, '
             f'{trunk.max_concurrent} concurrent, {trunk.calls_per_second:g}/s (burst {trunk.burst})'
         )
+    problems = run(check_provider_configs(settings, loaded))
+    if problems:
+        raise click.ClickException('\n'.join(problems))
 
 
 @trunks.command(name='status')
@@ -57,31 +66,66 @@ def trunks_status(*, as_json: bool) -> None:
 
 
 @campaign.command()
-@click.argument('name')
-def plan(name: str) -> None:
-    """Dry run: per time zone, how many contacts are callable now and when the rest open."""
+@click.argument('name', required=False)
+@click.option(
+    '--csv',
+    'csv_path',
+    type=click.Path(path_type=Path),
+    help="Plan this contacts file as a load would (with NAME's settings or the options given); writes nothing.",
+)
+@click.option(
+    '--campaign-file', type=click.Path(path_type=Path), help='With --csv: TOML file with the campaign options.'
+)
+@load_options
+@campaign_options
+def plan(
+    name: str | None,
+    csv_path: Path | None,
+    campaign_file: Path | None,
+    start_at: str | None,
+    number_types: str | None,
+    **options: Any,
+) -> None:
+    """Dry run: per time zone, how many contacts are callable now and when the rest open.
+
+    `plan NAME` plans a loaded campaign. `plan --csv FILE [NAME] [options]` plans a file without
+    loading it: the same checks, rejects and first due times as `campaign load` with the same
+    arguments, and nothing written to Redis.
+    """
+    given = [flag for flag, value in (('--campaign-file', campaign_file), ('--start-at', start_at)) if value]
+    given += [flag for flag, value in (('--number-types', number_types),) if value]
+    given += ['--' + key.replace('_', '-') for key, value in options.items() if value is not None]
+    if csv_path is None and (given or name is None):
+        raise click.UsageError('give a campaign NAME, or --csv FILE (campaign options apply only with --csv)')
     settings = load_settings()
 
-    async def go() -> tuple[object, list[object]]:
+    async def go() -> tuple[datetime, list[ZonePlan], CsvPlan | None]:
         redis = redis_client(settings)
         try:
-            return await plan_campaign(redis, name)  # type: ignore[return-value]
+            if csv_path is None:
+                assert name is not None
+                now, plans = await plan_campaign(redis, name)
+                return now, plans, None
+            config = await settings_for_load(
+                redis,
+                name=name,
+                campaign_file=campaign_file,
+                start_at=start_at,
+                number_types=number_types,
+                cli_options=lambda delays, extra: _cli_options(base_delays=delays, **extra, **options),
+                placeholders=PLAN_PLACEHOLDERS,
+            )
+            now_ms = await Scripts(redis).now_ms()
+            planned = plan_csv(config, csv_path, now_ms)
+            return datetime.fromtimestamp(now_ms / 1000, UTC), planned.zones, planned
         finally:
             await redis.aclose()
 
-    now, plans = run(go())
-    table = Table(title=f'{name}: calling plan at {now:%Y-%m-%d %H:%M} UTC')
-    for column in ('zones', 'callable now', 'waiting', 'opens (UTC)', 'problems'):
-        table.add_column(column)
-    for p in plans:
-        table.add_row(
-            ', '.join(p.zones) or '-',  # type: ignore[attr-defined]
-            str(p.callable_now),  # type: ignore[attr-defined]
-            str(p.waiting),  # type: ignore[attr-defined]
-            f'{p.opens_at:%Y-%m-%d %H:%M}' if p.opens_at else '',  # type: ignore[attr-defined]
-            '; '.join(f'{k}: {v}' for k, v in p.problems.items()),  # type: ignore[attr-defined]
-        )
-    Console().print(table)
+    now, plans, planned = run(go())
+    title = f'{csv_path} (not loaded)' if csv_path is not None else name
+    Console().print(plan_table(f'{title}: calling plan at {now:%Y-%m-%d %H:%M} UTC', plans))
+    if planned is not None:
+        report_csv_plan(csv_path, planned)
 
 
 @cli.group(name='dnc')
@@ -204,8 +248,15 @@ def dnc_import(path: Path, region: str) -> None:
     show_default=True,
     help='Where the sample contacts, rejects and results are kept.',
 )
-def demo(contacts: int, worker_count: int, output_dir: Path) -> None:
+@click.option(
+    '--trunk-kind',
+    type=click.Choice(['sip', 'twilio', 'telnyx', 'plivo']),
+    default='sip',
+    show_default=True,
+    help='Dial over the bundled SIP trunk or a provider trunk (Ultravox places the provider call).',
+)
+def demo(contacts: int, worker_count: int, output_dir: Path, trunk_kind: str) -> None:
     """Run a whole sample campaign locally: embedded Redis, the simulator, workers, live progress."""
     from workers.demo import run_demo  # noqa: PLC0415
 
-    run_demo(contacts=contacts, worker_count=worker_count, directory=output_dir)
+    run_demo(contacts=contacts, worker_count=worker_count, directory=output_dir, trunk_kind=trunk_kind)

@@ -51,17 +51,34 @@ def write_contacts(path: Path, count: int) -> None:
     path.write_text('\r\n'.join(lines) + '\r\n', encoding='utf-8')
 
 
-def run_demo(*, contacts: int = 60, worker_count: int = 2, directory: Path = Path('dialer-demo')) -> None:
+def _trunks_file(directory: Path, trunk_kind: str) -> Path:
+    """The bundled SIP trunk, or the same limits on a provider trunk (ultravox mode: the simulated
+    account has that provider configured, so Ultravox places the calls)."""
+    if trunk_kind == 'sip':
+        return Path(str(files('workers') / 'demo_data' / 'trunks.toml'))
+    path = directory / 'trunks.toml'
+    path.write_text(
+        f'[trunks.demo-trunk]\nkind = "{trunk_kind}"\nfrom = "+14155550100"\n'
+        'max_concurrent = 8\ncalls_per_second = 4\n',
+        encoding='utf-8',
+    )
+    return path
+
+
+def run_demo(
+    *, contacts: int = 60, worker_count: int = 2, directory: Path = Path('dialer-demo'), trunk_kind: str = 'sip'
+) -> None:
     """Run the sample campaign; its contacts, rejects and results stay in ``directory`` afterwards."""
     directory = directory.resolve()
     directory.mkdir(parents=True, exist_ok=True)
     with ExitStack() as stack:
         redis_url = stack.enter_context(redis_url_or_embedded())
-        sim = stack.enter_context(running_simulator(**SIMULATOR))
+        providers = [] if trunk_kind == 'sip' else [trunk_kind]
+        sim = stack.enter_context(running_simulator(**SIMULATOR, telephony_providers=providers))
         fleet = LocalFleet(
             redis_url,
             sim.base_url,
-            Path(str(files('workers') / 'demo_data' / 'trunks.toml')),
+            _trunks_file(directory, trunk_kind),
             {
                 'DEMO_TRUNK_PASSWORD': 'demo-password',
                 'DIALER_POLL_INITIAL': '0.2',

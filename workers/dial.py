@@ -113,7 +113,14 @@ async def _dial(rt: Runtime, job_ref: str, attempt_id: str, config: CampaignConf
         return 'failed'
 
     request = build_create_request(
-        config, trunk, trunk.resolved_password(), number, contact, attempt_id=attempt_id, attempt=attempt
+        config,
+        trunk,
+        trunk.resolved_password(),
+        number,
+        contact,
+        attempt_id=attempt_id,
+        attempt=attempt,
+        tools=rt.tool_endpoint,
     )
     return await _create(rt, job_ref, attempt_id, config, trunk, request, started)
 
@@ -154,17 +161,24 @@ async def _create(
 
 
 async def _wait_for_rate_token(rt: Runtime, job_ref: str, attempt_id: str, trunk: Trunk) -> bool:
-    """Take a creation token; short waits happen here, long ones hand the attempt back."""
+    """Reserve the creation slot once and sleep until it; waits past ``DIALER_MAX_RATE_WAIT`` hand the attempt back.
+
+    The script answers with the send time of a reservation it has recorded, so one call suffices
+    however long the wait; only a hold (nothing reserved) is asked about again.
+    """
     while True:
         wait_ms = await rt.take_rate_token(trunk, attempt_id)
         if wait_ms == 0:
             return True
         metrics.LIMITER_WAITS.labels(trunk=trunk.name, limit='rate').inc()
-        if wait_ms > rt.settings.max_rate_wait * 1000:
-            await rt.scripts.hand_back(job_ref, trunk.name, delay_ms=wait_ms)
+        if wait_ms > 0:
+            await asyncio.sleep(wait_ms / 1000)
+            return True
+        if -wait_ms > rt.settings.max_rate_wait * 1000:
+            await rt.scripts.hand_back(job_ref, trunk.name, delay_ms=-wait_ms)
             metrics.ATTEMPTS_HANDED_BACK.labels(trunk=trunk.name, reason='rate').inc()
             return False
-        await asyncio.sleep(wait_ms / 1000)
+        await asyncio.sleep(-wait_ms / 1000)
 
 
 async def _refused(
@@ -258,7 +272,7 @@ async def _record_created(
         call_id,
         rt.slot_limits(trunk),
         lease_ms=rt.call_lease_ms(config),
-        first_poll_ms=int(rt.settings.poll_initial * 1000),
+        first_poll_ms=rt.first_poll_ms,
     )
     # counted even when the script found the attempt already ended: it is still a call created
     metrics.CALLS_CREATED.labels(trunk=trunk.name, campaign=config.name).inc()

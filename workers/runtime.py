@@ -17,6 +17,7 @@ from campaigns.lifecycle import read_config
 from dialer import constants as k
 from dialer.logs import register_secrets
 from dialer.scripts import Scripts, SlotLimits
+from dialer.tools import ToolEndpoint
 from dialer.trunks import Trunk, TrunkRegistry
 from dialer.ultravox import UltravoxClient
 
@@ -90,6 +91,8 @@ class Runtime:
     health: Health | None = None
     #: False when the Ultravox pool belongs to the process and outlives this runtime.
     owns_ultravox: bool = True
+    #: True while webhooks are being delivered (the tracker refreshes it): polls become a safety net.
+    webhooks_live: bool = False
 
     @classmethod
     def create(
@@ -130,6 +133,21 @@ class Runtime:
         return math.ceil(seconds * 1000)
 
     @property
+    def tool_endpoint(self) -> ToolEndpoint | None:
+        """Where calls reach the dialer's outcome tool (None: ``DIALER_TOOL_BASE_URL`` unset)."""
+        return ToolEndpoint.from_settings(self.settings)
+
+    @property
+    def live_poll_ms(self) -> int:
+        """Time between two polls of a live call (or of an ended call's billing)."""
+        settings = self.settings
+        return int((settings.poll_safety_interval if self.webhooks_live else settings.poll_interval) * 1000)
+
+    @property
+    def first_poll_ms(self) -> int:
+        return self.live_poll_ms if self.webhooks_live else int(self.settings.poll_initial * 1000)
+
+    @property
     def claim_lease_ms(self) -> int:
         return math.ceil(self.settings.claim_lease * 1000)
 
@@ -138,6 +156,10 @@ class Runtime:
         return max(trunk.burst, math.ceil(trunk.calls_per_second * 0.25))
 
     async def take_rate_token(self, trunk: Trunk, attempt_id: str) -> int:
+        """Reserve the attempt's creation slot (see ``Scripts.take_rate_token`` for the answer).
+
+        Waits longer than ``DIALER_MAX_RATE_WAIT`` are not reserved, so a handed-back attempt holds no slot.
+        """
         margin = 1 + self.settings.rate_safety_margin
         account = self.settings.account_limits
         return await self.scripts.take_rate_token(
@@ -147,6 +169,7 @@ class Runtime:
             trunk_burst=trunk.burst,
             account_interval_ms=1000 / account.calls_per_second * margin,
             account_per_minute=account.calls_per_minute,
+            max_wait_ms=math.ceil(self.settings.max_rate_wait * 1000),
         )
 
     @property
@@ -168,8 +191,8 @@ class Runtime:
 def secret_values(settings: Settings, trunks: TrunkRegistry) -> list[str]:
     values = [settings.ultravox_api_key.get_secret_value()]
     values += [s.get_secret_value() for s in settings.webhook_secrets]
+    if settings.tool_secret is not None:
+        values.append(settings.tool_secret.get_secret_value())
     for trunk in trunks.trunks.values():
-        password = trunk.resolved_password()
-        if password is not None:
-            values.append(password.get_secret_value())
+        values += [secret.get_secret_value() for secret in trunk.secrets()]
     return values

@@ -2,15 +2,21 @@
 
 The calls to poll live in one fleet-wide ZSET (attempt|call -> next poll time). A tracker leases
 the due ones (pushing them ``poll_visibility`` ahead), so a tracker that dies gives its calls back
-to the fleet; polling alone is enough to finish every call, webhooks only make it faster.
+to the fleet; polling alone is enough to finish every call.
+
+Webhook-first: while webhooks are being delivered (``WEBHOOKS_LIVE`` exists), a ``call.ended``
+makes its call due at once, so live calls are polled only every ``DIALER_POLL_SAFETY_INTERVAL``
+as a safety net for a lost webhook, and at once when a call outlives its longest possible end.
+Without webhooks every live call is polled every ``DIALER_POLL_INTERVAL``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -30,6 +36,19 @@ log = structlog.get_logger(__name__)
 
 #: Longest pause between two looks at the tracking set when nothing is due.
 IDLE_SLEEP = 0.25
+#: How often a tracker checks whether webhooks are being delivered.
+WEBHOOK_CHECK_INTERVAL = 1.0
+
+
+def longest_end_ms(call: dict[str, Any]) -> float | None:
+    """Epoch ms by which the call must have ended (created + joinTimeout + maxDuration), if known."""
+    try:
+        created = datetime.fromisoformat(str(call['created']))
+        join = float(str(call.get('joinTimeout') or '30s').removesuffix('s'))
+        longest = float(str(call.get('maxDuration') or '3600s').removesuffix('s'))
+    except (KeyError, ValueError):
+        return None
+    return (created.timestamp() + join + longest) * 1000
 
 
 class CallTracker:
@@ -42,7 +61,12 @@ class CallTracker:
         settings = self.rt.settings
         visibility_ms = int(settings.poll_visibility * 1000)
         idle = min(IDLE_SLEEP, settings.poll_interval / 2)
+        checked = 0.0
         while not stop.is_set():
+            if time.monotonic() - checked >= WEBHOOK_CHECK_INTERVAL:
+                checked = time.monotonic()
+                with contextlib.suppress(Exception):
+                    self.rt.webhooks_live = bool(await self.rt.redis.exists(k.WEBHOOKS_LIVE))
             room = settings.tracker_concurrency - len(self._tasks)
             members: list[str] = []
             if room > 0:
@@ -82,8 +106,20 @@ class CallTracker:
         finally:
             self._leased.discard(member)
 
+    def _next_poll_ms(self, call: dict[str, Any]) -> int:
+        """When to look at a live call again: the safety net with webhooks, the interval without."""
+        interval_ms = self.rt.live_poll_ms
+        if not self.rt.webhooks_live:
+            return interval_ms
+        end = longest_end_ms(call)
+        if end is None:
+            return interval_ms
+        # a call that outlives its longest possible end is polled soon (never in a tight loop)
+        until_end = end - time.time() * 1000
+        return int(min(interval_ms, max(until_end, self.rt.settings.poll_interval * 1000)))
+
     async def _poll_call(self, member: str, attempt_id: str, call_id: str, *, billing_only: bool) -> None:
-        interval_ms = int(self.rt.settings.poll_interval * 1000)
+        interval_ms = self.rt.live_poll_ms
         try:
             call = await self.rt.ultravox.get_call(call_id)
         except CallNotFound:
@@ -100,4 +136,4 @@ class CallTracker:
         if billing_only:
             await record_billing(self.rt, attempt_id, call, member)
         elif not await record_end(self.rt, attempt_id, call, member) and call.get('ended') is None:
-            await self.rt.scripts.reschedule(k.TRACKING, [member], interval_ms)
+            await self.rt.scripts.reschedule(k.TRACKING, [member], self._next_poll_ms(call))

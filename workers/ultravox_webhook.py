@@ -11,6 +11,7 @@ the outcome and billing are taken from the API's answer. Anything else changes n
 | too large (413), too slow (408)                        | 4xx    | none                           |
 | signed but not a dialer call event, or odd values      | 400    | none                           |
 | signed, for a campaign or attempt we do not have       | 404    | none                           |
+| signed, before the attempt's create is recorded        | 409    | none (Ultravox delivers again) |
 | signed, naming a call that is not the attempt's call   | 202    | none (counted, logged)         |
 | signed, for the attempt's own call                     | 202    | the call is polled at once     |
 
@@ -60,13 +61,13 @@ class BadDelivery(Exception):  # noqa: N818 - the verdict it is
         self.reason = reason
 
 
-async def _read_body(request: Request, limit: int, timeout: float) -> bytes:
+async def _read_body(request: Request, limit: int, seconds: float) -> bytes:
     declared = request.headers.get('content-length')
     if declared is not None and (not declared.isdigit() or int(declared) > limit):
         raise BadDelivery(413, 'too_large')
     body = bytearray()
     try:
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(seconds):
             async for chunk in request.stream():
                 body += chunk
                 if len(body) > limit:
@@ -109,7 +110,11 @@ async def _nudge(rt: Runtime, event: str, attempt_id: str, call_id: str) -> str:
         raise BadDelivery(404, 'unknown_campaign')
     if raw is None:
         raise BadDelivery(404, 'unknown_attempt')
-    recorded = json.loads(raw).get('call')
+    record = json.loads(raw)
+    recorded = record.get('call')
+    if recorded is None and record.get('st') == 'creating':
+        # the call ended before its create was recorded: ask Ultravox to deliver it again shortly
+        raise BadDelivery(409, 'not_yet_recorded')
     if recorded != call_id:
         metrics.WEBHOOK_MISMATCHES.labels(event=event).inc()
         log.warning(
@@ -126,32 +131,39 @@ async def _nudge(rt: Runtime, event: str, attempt_id: str, call_id: str) -> str:
     async with rt.redis.pipeline(transaction=False) as pipe:
         pipe.zadd(k.TRACKING, {member: now_ms}, xx=True, ch=True)
         pipe.zadd(k.TRACKING, {f'{member}|b': now_ms}, xx=True, ch=True)
-        moved = sum(await pipe.execute())
+        # webhooks arrive: trackers may poll live calls only as a safety net (see workers/tracker.py)
+        pipe.set(k.WEBHOOKS_LIVE, now_ms, px=int(rt.settings.poll_safety_interval * 2000))
+        moved = sum((await pipe.execute())[:2])
     return 'polled_now' if moved else 'duplicate'
 
 
-async def receive_ultravox_webhook(rt: Runtime, request: Request) -> Response:
+async def _authentic_body(rt: Runtime, request: Request) -> bytes:
+    """The body of a delivery signed with one of our secrets, fresh, and not seen before."""
     settings = rt.settings
+    body = await _read_body(request, settings.webhook_max_body, settings.webhook_body_timeout)
+    timestamp = request.headers.get(TIMESTAMP_HEADER)
+    try:
+        verify_webhook(
+            body,
+            timestamp,
+            request.headers.get(SIGNATURE_HEADER),
+            settings.webhook_secrets,
+            now=datetime.now(UTC),
+            max_age=settings.webhook_max_age,
+        )
+    except WebhookRejected as exc:
+        raise BadDelivery(401, exc.reason) from None
+    # the same delivery seen again within its freshness window is a replay, however it is signed
+    digest = hashlib.sha256(body + b'\0' + (timestamp or '').encode()).hexdigest()
+    if not await rt.redis.set(k.webhook_seen(digest), '1', nx=True, px=int(settings.webhook_max_age * 2000)):
+        raise BadDelivery(401, 'replayed')
+    return body
+
+
+async def receive_ultravox_webhook(rt: Runtime, request: Request) -> Response:
     event = 'unknown'
     try:
-        body = await _read_body(request, settings.webhook_max_body, settings.webhook_body_timeout)
-        timestamp = request.headers.get(TIMESTAMP_HEADER)
-        try:
-            verify_webhook(
-                body,
-                timestamp,
-                request.headers.get(SIGNATURE_HEADER),
-                settings.webhook_secrets,
-                now=datetime.now(UTC),
-                max_age=settings.webhook_max_age,
-            )
-        except WebhookRejected as exc:
-            raise BadDelivery(401, exc.reason) from None
-        # the same delivery seen again within its freshness window is a replay, however it is signed
-        digest = hashlib.sha256(body + b'\0' + (timestamp or '').encode()).hexdigest()
-        if not await rt.redis.set(k.webhook_seen(digest), '1', nx=True, px=int(settings.webhook_max_age * 2000)):
-            raise BadDelivery(401, 'replayed')
-        event, attempt_id, call_id = _parse(body)
+        event, attempt_id, call_id = _parse(await _authentic_body(rt, request))
         verdict = await _nudge(rt, event, attempt_id, call_id)
     except BadDelivery as exc:
         metrics.WEBHOOKS_RECEIVED.labels(event=event, verdict=exc.reason).inc()

@@ -17,12 +17,12 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from arq import func
 from arq.connections import RedisSettings
-from arq.worker import Worker
 from redis.exceptions import RedisError
 
 from dialer import constants as k
 from dialer import metrics
 from dialer.ultravox import UltravoxClient
+from workers.arq_worker import DialerWorker
 from workers.dial import dial_attempt
 from workers.pacer import Pacer
 from workers.runtime import RETRIED_ERRORS, Runtime, redis_retry
@@ -31,6 +31,8 @@ from workers.tracker import CallTracker
 
 
 if TYPE_CHECKING:
+    from arq.worker import Worker
+
     from dialer.settings import Settings
 
 
@@ -114,7 +116,7 @@ class WorkerProcess:
 
 def build_worker(settings: Settings, *, burst: bool = False, process: WorkerProcess | None = None) -> Worker:
     worker_id = f'{socket.gethostname()}-{os.getpid()}'
-    return Worker(
+    return DialerWorker(
         functions=[
             func(
                 dial_attempt,

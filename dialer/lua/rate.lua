@@ -1,46 +1,75 @@
--- Take one creation token from the trunk's and the account's rate limits, all or none, right
--- before the create request is sent (so nothing between the decision and the request can bunch
--- creations together).
+-- Reserve one creation slot under the trunk's and the account's rate limits, all or none: the
+-- answer is when the create may be sent. One call of this script per create, however long the wait:
+-- waiting jobs no longer ask again and again, all together, each time a token frees.
 -- KEYS: 1 clock, 2 trunk rate (GCRA), 3 account per-second rate (GCRA),
 --       4 account per-minute log (ZSET), 5 trunk hold, 6 account hold, 7 trunk unsent
 -- ARGV: 1 trunk interval ms, 2 trunk burst, 3 account interval ms, 4 account per minute (0 = none),
---       5 attempt id
--- Returns 0 when granted, otherwise the milliseconds to wait before asking again.
+--       5 attempt id, 6 longest wait worth reserving, ms (absent or negative = any)
+-- Returns 0: send now; > 0: reserved, send after that many ms; < 0: nothing reserved (a hold, or a
+-- wait longer than ARGV[6]), ask again after that many ms at the earliest.
+--
+-- A reservation is recorded in the trunk's unsent ZSET as "<attempt id>@rate", scored by its send
+-- time: until then it still counts as claimed-but-unsent, so the pacer never claims more than the
+-- unsent cap (a quarter second of the rate) ahead of what the trunk can send, and reservations stay
+-- short. The claim script drops it once its time has passed. Nothing is ever given back: a
+-- reservation that goes unused leaves an empty slot, which can only make the traffic sparser; giving
+-- slots back would let later creates bunch into the freed time next to those already reserved after it.
 local now = now_ms()
 for _, hold in ipairs({KEYS[5], KEYS[6]}) do
   local ttl = redis.call('PTTL', hold)
-  if ttl > 0 then return ttl end
+  if ttl > 0 then return -ttl end
 end
 
--- GCRA: the theoretical arrival time advances by one interval per call; a call is allowed while it
--- is no more than (burst - 1) intervals ahead of now.
-local function gcra(key, interval, burst)
-  local tat = tonumber(redis.call('GET', key) or now)
-  if tat < now then tat = now end
-  local allow_at = tat + interval - interval * burst
-  if now < allow_at then return math.ceil(allow_at - now), tat end
-  return 0, tat + interval
-end
+local trunk_interval, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
+local account_interval, per_minute = tonumber(ARGV[3]), tonumber(ARGV[4])
+local max_wait = tonumber(ARGV[6] or '-1')
+local member = ARGV[5] .. '@rate'
+local trunk_tat = tonumber(redis.call('GET', KEYS[2]) or now)
+local account_tat = tonumber(redis.call('GET', KEYS[3]) or now)
 
-local trunk_wait, trunk_tat = gcra(KEYS[2], tonumber(ARGV[1]), tonumber(ARGV[2]))
-local account_wait, account_tat = gcra(KEYS[3], tonumber(ARGV[3]), 1)
-local minute_wait = 0
-local per_minute = tonumber(ARGV[4])
-if per_minute > 0 then
-  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - 60000)
-  if redis.call('ZCARD', KEYS[4]) >= per_minute then
-    local oldest = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')
-    minute_wait = math.ceil(tonumber(oldest[2]) + 60000 - now)
+local function close_to(a, b) return math.abs(a - b) < 0.01 end
+
+-- Asked again for an attempt that already holds a reservation (a rerun of this script, or a second
+-- create try): a reservation still ahead is answered as it stands. One whose time has passed is
+-- moved to now when it is still the newest on both limits (nothing reserved after it can bunch
+-- with it); otherwise it stays spent and a new one is made below.
+local held = tonumber(redis.call('ZSCORE', KEYS[7], member))
+if held then
+  if held >= now then return math.ceil(held - now) end
+  redis.call('ZREM', KEYS[7], member)
+  if close_to(trunk_tat, held + trunk_interval) and close_to(account_tat, held + account_interval) then
+    trunk_tat, account_tat = held, held
+    if per_minute > 0 then redis.call('ZREM', KEYS[4], ARGV[5] .. '@' .. held) end
   end
 end
-local wait = math.max(trunk_wait, account_wait, minute_wait)
-if wait > 0 then return wait end
 
+-- GCRA: the theoretical arrival time (tat) advances one interval per create; a create may go at
+-- send_at when tat is then no more than (burst - 1) intervals ahead of it.
+if trunk_tat < now then trunk_tat = now end
+if account_tat < now then account_tat = now end
+local send_at = math.max(now, trunk_tat + trunk_interval - trunk_interval * burst, account_tat)
+if per_minute > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - 60000)
+  local count = redis.call('ZCARD', KEYS[4])
+  if count >= per_minute then
+    -- no more than per_minute creates in any minute: wait for the one per_minute places back
+    local bound = redis.call('ZRANGE', KEYS[4], count - per_minute, count - per_minute, 'WITHSCORES')
+    send_at = math.max(send_at, tonumber(bound[2]) + 60000)
+  end
+end
+send_at = math.ceil(send_at)
+local wait = send_at - now
+if max_wait >= 0 and wait > max_wait then return -math.max(1, wait) end
+
+trunk_tat = math.max(trunk_tat, send_at) + trunk_interval
+account_tat = send_at + account_interval
 redis.call('SET', KEYS[2], trunk_tat, 'PX', math.ceil(trunk_tat - now) + 1000)
 redis.call('SET', KEYS[3], account_tat, 'PX', math.ceil(account_tat - now) + 1000)
 if per_minute > 0 then
-  redis.call('ZADD', KEYS[4], now, ARGV[5] .. '@' .. now)
-  redis.call('PEXPIRE', KEYS[4], 61000)
+  redis.call('ZADD', KEYS[4], send_at, ARGV[5] .. '@' .. send_at)
+  redis.call('PEXPIRE', KEYS[4], math.max(61000, wait + 61000))
 end
 redis.call('ZREM', KEYS[7], ARGV[5])
-return 0
+redis.call('ZADD', KEYS[7], send_at, member)
+if redis.call('PTTL', KEYS[7]) < wait + 1000 then redis.call('PEXPIRE', KEYS[7], wait + 1000) end
+return wait

@@ -1,0 +1,321 @@
+"""What a completed call costs the fleet: worker CPU per completed call under a trunk rate limit (issue 16).
+
+    python bench/cost_bench.py [--calls 400] [--cps 20] [--time-scale 0.05] [--redis-url URL]
+
+Each scenario runs one ``dialer worker`` (through ``counting.py``, which also counts Lua script runs
+by name and arq pickups) against the Ultravox simulator, on one trunk limited to ``--cps`` creates per
+second with room for every call (so the rate limit binds), every call answered at once and talking
+30 s or 2 minutes (simulated). With ``webhooks``, the simulator sends signed ``call.ended`` /
+``call.billed`` webhooks to ``dialer webhooks``; without, calls end by polling only.
+
+Time is scaled to keep the run short: the simulator runs at ``--time-scale`` real seconds per
+simulated second, and the dialer's poll settings (``DIALER_POLL_INITIAL``, ``_POLL_INTERVAL``,
+``_POLL_SAFETY_INTERVAL``, ``_BILLING_WAIT``) are scaled by the same factor, so each call sees as many
+polls as it would in real time. Worker CPU = CPU of every dialer process (the worker, and the
+webhook receiver when used; the simulator and Redis excluded), from the moment the warm, idle worker
+is given the campaign until the last call is finished, divided by the calls completed.
+
+Baseline, in the same run: a bare arq worker whose job makes the same create POST and one GET of the
+call with aiohttp (the least any dialer must do per call), its jobs spaced at the same rate.
+Targets: <= 3x the baseline with webhooks, <= 5x without; <= 4 ms per completed 2-minute call with
+webhooks; rate script runs per created call <= 1.2; arq pickups per call <= 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import benchlib
+import psutil
+import redis
+
+
+TALKS = {'30s': 30, '2min': 120}
+TARGET_WEBHOOKS, TARGET_POLLING, TARGET_ABSOLUTE_MS = 3.0, 5.0, 4.0
+
+
+@dataclass
+class Figures:
+    name: str
+    calls: int
+    cpu: float
+    seconds: float
+    scripts: dict[str, int]
+    pickups: int
+    gets: int
+
+    @property
+    def ms_per_call(self) -> float:
+        return self.cpu / self.calls * 1000 if self.calls else float('nan')
+
+
+def cpu_of(pids: list[int]) -> float:
+    """User + system CPU seconds of these processes and all their children."""
+    total = 0.0
+    for pid in pids:
+        try:
+            process = psutil.Process(pid)
+            for member in [process, *process.children(recursive=True)]:
+                times = member.cpu_times()
+                total += times.user + times.system
+        except psutil.NoSuchProcess:
+            continue
+    return total
+
+
+def simulator_config(talk: int, scale: float, webhook_port: int | None) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        **benchlib.ALL_ANSWERED,
+        'time_scale': scale,
+        'ring_min': 0,
+        'ring_max': 0,
+        'talk_min': talk,
+        'talk_max': talk,
+        'billing_delay': 5,
+        'max_concurrent_calls': 100_000,
+    }
+    if webhook_port is not None:
+        config.update(benchlib.webhook_config(webhook_port))
+    return config
+
+
+def scaled_env(scale: float) -> dict[str, str]:
+    """The dialer's own timings of a real deployment, run at the simulator's time scale."""
+    real = {'DIALER_POLL_INITIAL': 5.0, 'DIALER_POLL_INTERVAL': 5.0, 'DIALER_POLL_SAFETY_INTERVAL': 60.0}
+    real['DIALER_BILLING_WAIT'] = 120.0
+    return {name: f'{value * scale:g}' for name, value in real.items()}
+
+
+def wait_idle(pids: list[int], settle: float = 1.0, timeout: float = 60) -> None:
+    """Until these processes burn (almost) no CPU: imports, connections and warm-up are done."""
+    deadline = time.monotonic() + timeout
+    last = cpu_of(pids)
+    while time.monotonic() < deadline:
+        time.sleep(settle)
+        now = cpu_of(pids)
+        if now - last < 0.1 * settle:
+            return
+        last = now
+
+
+def read_counts(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return {'scripts': {}, 'pickups': 0}
+
+
+def ours(url: str, work: Path, args: argparse.Namespace, talk: int, *, webhooks: bool) -> Figures:
+    from simulator.testing import running_simulator  # noqa: PLC0415
+    from workers.fleet import LocalFleet  # noqa: PLC0415
+
+    client = redis.Redis.from_url(url, decode_responses=True)
+    client.flushdb()
+    hook_port = benchlib.free_port() if webhooks else None
+    name = f'cost-{talk}-{"wh" if webhooks else "poll"}'
+    with running_simulator(**simulator_config(talk, args.time_scale, hook_port)) as sim:
+        env = {
+            **benchlib.UNLIMITED_ENV,
+            **scaled_env(args.time_scale),
+            'DIALER_RATE_SAFETY_MARGIN': '0.05',
+        }
+        trunks = benchlib.write_trunks(work / 'trunks.toml', 'bench', concurrent=100_000, cps=args.cps)
+        fleet = LocalFleet(url, sim.base_url, trunks, env)
+        pids: list[int] = []
+        receiver = None
+        if hook_port is not None:
+            receiver = benchlib.start_webhooks(fleet, hook_port, work)
+            pids.append(receiver.pid)
+        counts = work / f'{name}.json'
+        worker_env = {**fleet.env, **({'COUNTING_ARQ_UNFILTERED': '1'} if args.unfiltered_pickups else {})}
+        worker = subprocess.Popen(
+            [sys.executable, str(Path(__file__).parent / 'counting.py'), str(counts), 'dialer', 'worker'],
+            env=worker_env,
+        )
+        pids.append(worker.pid)
+        try:
+            wait_idle(pids)
+            before_cpu, before = cpu_of(pids), read_counts(counts)
+            started = time.monotonic()
+            benchlib.load_campaign(fleet, work, name, args.calls)
+            fleet.wait_until_finished(name, timeout=120 + args.calls / args.cps + 5 * talk * args.time_scale, poll=0.1)
+            seconds = time.monotonic() - started
+            cpu = cpu_of(pids) - before_cpu
+            time.sleep(0.5)  # the counter file is rewritten every 0.2 s
+            after = read_counts(counts)
+        finally:
+            fleet.workers.append(worker)
+            fleet.stop_all()
+            if receiver is not None:
+                fleet.stop(receiver)
+        stats = sim.stats()
+        records = sim.records()
+    client.close()
+    scripts = {n: after['scripts'].get(n, 0) - before['scripts'].get(n, 0) for n in after['scripts']}
+    return Figures(
+        name=f'ours, {talk}-s calls, {"webhooks" if webhooks else "polling only"}',
+        calls=len(records),  # the campaign is completed: every call created has ended and been recorded
+        cpu=cpu,
+        seconds=seconds,
+        scripts=scripts,
+        pickups=after['pickups'] - before['pickups'],
+        gets=int(stats['requests'].get('get_call', 0)),
+    )
+
+
+# --- the baseline: a bare arq job that creates a call and reads it once, with aiohttp ------------------
+
+
+def baseline(url: str, args: argparse.Namespace, talk: int) -> Figures:
+    from simulator.testing import running_simulator  # noqa: PLC0415
+
+    client = redis.Redis.from_url(url, decode_responses=True)
+    client.flushdb()
+    with running_simulator(**simulator_config(talk, args.time_scale, None)) as sim:
+        env = {**os.environ, 'COST_BENCH_BASE_URL': sim.base_url, 'COST_BENCH_REDIS_URL': url}
+        worker = subprocess.Popen([sys.executable, __file__, '--baseline-worker'], env=env)
+        try:
+            wait_idle([worker.pid])
+            before = cpu_of([worker.pid])
+            started = time.monotonic()
+            asyncio.run(_enqueue_spaced(url, args.calls, args.cps))
+            while int(client.get('bench:done') or 0) < args.calls:
+                if worker.poll() is not None:
+                    raise SystemExit('the baseline worker stopped')
+                time.sleep(0.1)
+            seconds = time.monotonic() - started
+            cpu = cpu_of([worker.pid]) - before
+        finally:
+            worker.terminate()
+            worker.wait(timeout=30)
+    client.flushdb()
+    client.close()
+    return Figures(f'baseline, bare arq + aiohttp POST + GET ({talk}-s calls)', args.calls, cpu, seconds, {}, 0, 0)
+
+
+async def _enqueue_spaced(url: str, calls: int, cps: float) -> None:
+    from arq import create_pool  # noqa: PLC0415
+    from arq.connections import RedisSettings  # noqa: PLC0415
+
+    pool = await create_pool(RedisSettings.from_dsn(url))
+    await asyncio.gather(*(pool.enqueue_job('create_and_get', i, _defer_by=i / cps) for i in range(calls)))
+    await pool.aclose()
+
+
+def create_body(index: int) -> tuple[str, dict[str, Any]]:
+    from pydantic import SecretStr  # noqa: PLC0415
+
+    from dialer.models import CampaignConfig, ContactRecord  # noqa: PLC0415
+    from dialer.trunks import TrunkRegistry  # noqa: PLC0415
+    from dialer.ultravox import build_create_request  # noqa: PLC0415
+
+    work = Path(tempfile.mkdtemp(prefix='cost-baseline-'))
+    registry = TrunkRegistry(benchlib.write_trunks(work / 'trunks.toml', 'bench', concurrent=10, cps=10))
+    trunk = next(iter(registry.trunks.values()))
+    config = CampaignConfig.model_validate(
+        {'name': 'baseline', 'trunk': 'bench', 'agent_id': benchlib.AGENT_ID, 'max_duration': 3600, 'join_timeout': 30}
+    )
+    contact = ContactRecord(contact_id=f'c{index}', line=index + 2, name='Person', timezone='UTC')
+    request = build_create_request(
+        config, trunk, SecretStr('bench-s3cret'), '+12122000000', contact, attempt_id=f'baseline:{index}:1', attempt=1
+    )
+    return request.path, request.body
+
+
+def baseline_worker() -> None:
+    """The bare arq worker of the baseline (run as a child process)."""
+    import aiohttp  # noqa: PLC0415
+    from arq.connections import RedisSettings  # noqa: PLC0415
+    from arq.worker import Worker, func  # noqa: PLC0415
+
+    base_url, url = os.environ['COST_BENCH_BASE_URL'], os.environ['COST_BENCH_REDIS_URL']
+    path, body = create_body(0)
+    headers = {'X-API-Key': 'local-fleet-key', 'Accept': 'application/json'}
+
+    async def startup(ctx: dict[str, Any]) -> None:
+        ctx['http'] = aiohttp.ClientSession(base_url)
+
+    async def shutdown(ctx: dict[str, Any]) -> None:
+        await ctx['http'].close()
+
+    async def create_and_get(ctx: dict[str, Any], index: int) -> None:
+        session: aiohttp.ClientSession = ctx['http']
+        payload = {**body, 'metadata': {**body['metadata'], 'attempt_id': f'baseline:{index}:1'}}
+        async with session.post(path, json=payload, headers=headers) as response:
+            call = await response.json()
+        async with session.get(f'/api/calls/{call["callId"]}', headers=headers) as response:
+            await response.json()
+        await ctx['redis'].incr('bench:done')
+
+    worker = Worker(
+        functions=[func(create_and_get, name='create_and_get', keep_result=0)],
+        redis_settings=RedisSettings.from_dsn(url),
+        on_startup=startup,
+        on_shutdown=shutdown,
+        max_jobs=200,
+        poll_delay=0.02,
+        keep_result=0,
+    )
+    worker.run()
+
+
+def report(figures: Figures, base: Figures | None, created: int) -> None:
+    line = f'{figures.name}: {figures.calls} calls in {figures.seconds:.1f} s, CPU {figures.ms_per_call:.2f} ms/call'
+    if base is not None:
+        line += f' = {figures.ms_per_call / base.ms_per_call:.2f}x the baseline ({base.ms_per_call:.2f} ms)'
+    print(line)
+    if figures.scripts:
+        per = {name: n / max(created, 1) for name, n in sorted(figures.scripts.items(), key=lambda x: -x[1])}
+        print('  script runs per call: ' + ', '.join(f'{name} {value:.2f}' for name, value in per.items()))
+        print(
+            f'  arq pickups per call: {figures.pickups / max(created, 1):.2f}; '
+            f'Ultravox GETs per call: {figures.gets / max(figures.calls, 1):.2f}'
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--calls', type=int, default=400, help='calls per scenario')
+    parser.add_argument('--cps', type=float, default=20, help="the trunk's rate limit (creates per second)")
+    parser.add_argument('--time-scale', type=float, default=0.05, help='real seconds per simulated second')
+    parser.add_argument('--talks', default='30s,2min', help=f'comma-separated, of {sorted(TALKS)}')
+    parser.add_argument('--no-polling-runs', action='store_true', help='only the runs with webhooks')
+    parser.add_argument('--unfiltered-pickups', action='store_true', help="arq's own pickup (before issue 16)")
+    parser.add_argument('--redis-url', default=None, help='default: a private redis-server on a free port')
+    parser.add_argument('--baseline-worker', action='store_true', help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.baseline_worker:
+        baseline_worker()
+        return
+    benchlib.print_machine()
+    with tempfile.TemporaryDirectory(prefix='cost-bench-') as tmp, benchlib.redis_server(args.redis_url) as url:
+        work = Path(tmp)
+        for label in args.talks.split(','):
+            talk = TALKS[label]
+            base = baseline(url, args, talk)
+            report(base, None, base.calls)
+            for webhooks in (True, False) if not args.no_polling_runs else (True,):
+                figures = ours(url, work, args, talk, webhooks=webhooks)
+                report(figures, base, figures.scripts.get('created', figures.calls))
+                target = TARGET_WEBHOOKS if webhooks else TARGET_POLLING
+                ratio = figures.ms_per_call / base.ms_per_call
+                verdict = 'met' if ratio <= target else 'MISSED'
+                print(f'  target <= {target:g}x the baseline: {verdict}')
+                if webhooks and talk == TALKS['2min']:
+                    verdict = 'met' if figures.ms_per_call <= TARGET_ABSOLUTE_MS else 'MISSED'
+                    print(f'  target <= {TARGET_ABSOLUTE_MS:g} ms per completed 2-minute call: {verdict}')
+    benchlib.print_machine()
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,79 @@
+"""Webhook-first tracking: while webhooks arrive, live calls are polled only as a safety net, and a
+call whose ``call.ended`` webhook is lost still ends, caught by that safety poll."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import urllib.request
+from typing import TYPE_CHECKING
+
+import pytest
+
+from simulator.testing import free_port, running_simulator
+from tests.fleet_helpers import (
+    FAST_ENV,
+    FAST_SIMULATOR,
+    creates_per_attempt,
+    wait_for,
+    write_campaign_file,
+    write_contacts,
+    write_trunks,
+)
+from workers.fleet import DIALER, LocalFleet
+
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+
+pytestmark = pytest.mark.slow
+
+SECRET = 'whsec-first-0123456789'
+
+
+def answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize('events', [['call.ended', 'call.billed'], ['call.billed']], ids=['delivered', 'ended lost'])
+def test_calls_end_with_few_polls_while_webhooks_arrive_and_a_lost_webhook_is_caught(
+    tmp_path: Path, redis_url: str, sync_redis: object, events: list[str]
+) -> None:
+    hook_port = free_port()
+    # safety polls every 2 s; the calls last ~0.1-0.5 s: a call is polled again only if its webhook is lost
+    env = {**FAST_ENV, 'DIALER_WEBHOOK_SECRETS': json.dumps([SECRET]), 'DIALER_POLL_SAFETY_INTERVAL': '2'}
+    with running_simulator(**FAST_SIMULATOR, webhook_events=events) as sim:
+        trunks = write_trunks(tmp_path / 'trunks.toml', 'sip.first.example', {'w': (20, 40.0)})
+        fleet = LocalFleet(redis_url, sim.base_url, trunks, env, log_dir=tmp_path)
+        hooks = subprocess.Popen(
+            [*DIALER, 'webhooks', '--port', str(hook_port)],
+            env={**fleet.env, 'DIALER_METRICS_PORT': '0'},
+            stderr=(tmp_path / 'webhooks.log').open('wb'),
+        )
+        try:
+            wait_for(lambda: answers(f'http://127.0.0.1:{hook_port}/health'), 60, 'the receiver')
+            sim.configure(webhook_url=f'http://127.0.0.1:{hook_port}/webhooks/ultravox', webhook_secret=[SECRET])
+            write_contacts(tmp_path / 'c.csv', 120)
+            fleet.cli(
+                'campaign', 'load', str(tmp_path / 'c.csv'),
+                '--campaign-file', str(write_campaign_file(tmp_path / 'c.toml', 'first', 'w', max_attempts=1)),
+            )  # fmt: skip
+            fleet.start_worker()
+            final = fleet.wait_until_finished('first', timeout=240)
+        finally:
+            fleet.stop_all()
+            hooks.terminate()
+            hooks.wait(timeout=30)
+        records, stats = sim.records(), sim.stats()
+    assert int(final['n:done']) == 120, 'every call ended, webhook or not'
+    assert max(creates_per_attempt(records).values()) == 1
+    polls = stats['requests'].get('get_call', 0)
+    if events == ['call.ended', 'call.billed']:
+        # the first calls are polled as usual until the first webhook arrives; after that, about one
+        # poll per call (the one its webhook triggers) and one for its billing
+        assert polls <= 3 * len(records), f'{polls} polls for {len(records)} calls'
