@@ -52,7 +52,8 @@ class _MaskingFilter(logging.Filter):
         return True
 
 
-def configure_logging(level: str = 'info', fmt: str = 'console') -> None:
+def configure_logging(level: str = 'info', fmt: str = 'console', *, cache: bool = True) -> None:
+    """``cache=False`` keeps loggers reconfigurable (tests that run CLI commands in-process)."""
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if fmt == 'json'
@@ -69,7 +70,7 @@ def configure_logging(level: str = 'info', fmt: str = 'console') -> None:
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-        cache_logger_on_first_use=True,
+        cache_logger_on_first_use=cache,
     )
     # arq and uvicorn log through the standard library, on stderr, masked the same way. arq's
     # per-job lines (one per dial at INFO) are noise at fleet scale: only its warnings are kept.

@@ -21,6 +21,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, RedirectRespons
 from starlette.routing import Route
 
 from simulator import provider_api, providers
+from simulator.agent import Agent
 from simulator.calls import CallStore, SlidingWindow, max_concurrent, max_in_window
 from simulator.config import SimulatorConfig
 from simulator.schema import schema_errors, semantic_errors, sip_to_parts
@@ -56,6 +57,7 @@ class Simulator:
         self.rejected: Counter[str] = Counter()
         self.faults: Counter[str] = Counter()
         self.webhooks = WebhookDispatcher(lambda: self.config)
+        self.agent = Agent(lambda: self.config)
 
     # --- helpers ---------------------------------------------------------------------------------------
 
@@ -172,6 +174,7 @@ class Simulator:
         providers.adapt_plan(plan, body, str(request.base_url))
         self.count_create(now, throttle)
         self.webhooks.schedule(plan)
+        self.agent.plan(plan, body)
         if self.rng.random() < config.lost_response_rate:
             self.faults['lost_response'] += 1
             return await _drop_connection(request)
@@ -190,6 +193,16 @@ class Simulator:
             self.rejected['not_found_404'] += 1
             return _error(404, 'Not found.')
         return JSONResponse(plan.view(time.time()))
+
+    async def list_messages(self, request: Request) -> Response:
+        self.requests['list_messages'] += 1
+        if (denied := self.auth_error(request)) is not None:
+            return denied
+        plan = self.store.by_id.get(request.path_params['call_id'])
+        if plan is None:
+            self.rejected['not_found_404'] += 1
+            return _error(404, 'Not found.')
+        return self.agent.page(request, plan, self.config.default_page_size, self.config.max_page_size)
 
     async def get_agent(self, request: Request) -> Response:
         self.requests['get_agent'] += 1
@@ -382,9 +395,11 @@ def build_app(config: SimulatorConfig | None = None) -> Starlette:
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         sim.webhooks.wake = asyncio.Event()
         await sim.webhooks.start()
+        await sim.agent.start()
         try:
             yield
         finally:
+            await sim.agent.stop()
             await sim.webhooks.stop()
 
     routes = [
@@ -394,6 +409,7 @@ def build_app(config: SimulatorConfig | None = None) -> Starlette:
         Route('/api/calls/{call_id}', sim.get_call, methods=['GET']),
         Route('/api/agents/{agent_id}', sim.get_agent, methods=['GET']),
         Route('/api/calls/{call_id}/sip_logs', sim.sip_logs, methods=['GET']),
+        Route('/api/calls/{call_id}/messages', sim.list_messages, methods=['GET']),
         *providers.UltravoxProviderRoutes(sim).routes(),
         *provider_api.routes(sim),
         Route('/_sim/health', sim.health, methods=['GET']),

@@ -28,6 +28,7 @@ NIL_AGENT = {'agentId': '00000000-0000-0000-0000-000000000000', 'name': 'ad-hoc'
 
 _TERMINATION = {
     SimOutcome.ANSWERED: 'SIP_TERMINATION_NORMAL',
+    SimOutcome.VOICEMAIL: 'SIP_TERMINATION_NORMAL',
     SimOutcome.NO_ANSWER: 'SIP_TERMINATION_TIMEOUT',
     SimOutcome.BUSY: 'SIP_TERMINATION_BUSY',
     SimOutcome.INVALID_NUMBER: 'SIP_TERMINATION_INVALID_NUMBER',
@@ -85,6 +86,10 @@ class CallPlan:
     time_scale: float
     billing_delay_sim: float
     base: dict[str, Any] = field(repr=False)  # the static part of the Call object
+    #: The agent's HTTP tool call is under way: the conversation (and so the call) waits for it.
+    tool_pending: bool = False
+    #: The agent's HTTP tool calls: arguments sent, answer status, real epoch time the answer came back.
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
     #: 'sip', or the provider of a provider medium (no SIP details on the Call; see simulator/providers.py)
     medium: str = 'sip'
     deleted: bool = False
@@ -114,15 +119,17 @@ class CallPlan:
         joined_real = self.joined_real
         if joined_real is not None and now >= joined_real:
             call['joined'] = iso(self.created + (self.joined_sim or 0.0))
-        if now >= self.ended_real:
+        if now >= self.ended_real and not self.tool_pending:
             call['ended'] = iso(self.created + self.ended_sim)
             call['endReason'] = self.end_reason
             if self.medium == 'sip':
                 call['sipDetails'] = {'billedDuration': None, 'terminationReason': self.termination}
-            if self.outcome is SimOutcome.ANSWERED:
+            if self.outcome is SimOutcome.VOICEMAIL:
+                call['shortSummary'] = 'The call reached voicemail.'
+            elif self.outcome is SimOutcome.ANSWERED:
                 call['shortSummary'] = 'The callee answered and talked with the agent.'
                 call['summary'] = f'Simulated conversation of {duration(self.talk_sim)} ending with {self.end_reason}.'
-        if now >= self.billed_real:
+        if now >= self.billed_real and not self.tool_pending:
             billed = duration(self.billed)
             call['billedDuration'] = billed
             if self.medium == 'sip':
@@ -149,6 +156,7 @@ class CallPlan:
             'sip_billed_seconds': self.billed if self.medium == 'sip' else 0,
             'agent_billed_seconds': self.billed,
             'medium': self.medium,
+            'tool_calls': self.tool_calls,
         }
 
 
@@ -230,11 +238,15 @@ class Planner:
             if index < len(forced):
                 return forced[index]
         pick = rng.random()
-        for outcome, weight in config.outcome_weights:
+        outcome = SimOutcome.ANSWERED
+        for candidate, weight in config.outcome_weights:
             pick -= weight
             if pick < 0:
-                return outcome
-        return SimOutcome.ANSWERED
+                outcome = candidate
+                break
+        if outcome is SimOutcome.ANSWERED and config.voicemail_rate and rng.random() < config.voicemail_rate:
+            return SimOutcome.VOICEMAIL
+        return outcome
 
     def timings(
         self, config: SimulatorConfig, rng: random.Random, outcome: SimOutcome, body: dict[str, Any]
@@ -243,15 +255,18 @@ class Planner:
         join_timeout = parse_duration(body.get('joinTimeout'), DEFAULT_JOIN_TIMEOUT)
         max_duration = parse_duration(body.get('maxDuration'), DEFAULT_MAX_DURATION)
         ring = rng.uniform(config.ring_min, config.ring_max)
-        if outcome is SimOutcome.ANSWERED and ring >= join_timeout:
+        answered = outcome in {SimOutcome.ANSWERED, SimOutcome.VOICEMAIL}
+        if answered and ring >= join_timeout:
             outcome = SimOutcome.NO_ANSWER  # the callee would have picked up after Ultravox gave up
-        if outcome is SimOutcome.ANSWERED:
+        elif answered:
             if config.talk_distribution == 'lognormal':
                 median = math.sqrt(max(config.talk_min, 1.0) * max(config.talk_max, 1.0))
                 talk = min(max(rng.lognormvariate(math.log(median), 0.6), config.talk_min), config.talk_max)
             else:
                 talk = rng.uniform(config.talk_min, config.talk_max)
             reason = 'agent_hangup' if rng.random() < config.agent_hangup_share else 'hangup'
+            if outcome is SimOutcome.VOICEMAIL:
+                reason = 'agent_hangup'  # leaveVoicemail ends the call
             if talk >= max_duration:
                 talk, reason = max_duration, 'timeout'
             return outcome, ring, ring + talk, talk, reason

@@ -26,6 +26,8 @@ class SimOutcome(StrEnum):
     UNAVAILABLE = 'unavailable'
     CONNECTION_ERROR = 'connection_error'
     SYSTEM_ERROR = 'system_error'
+    #: Answered by a machine: the agent invokes ``leaveVoicemail`` (see simulator/agent.py).
+    VOICEMAIL = 'voicemail'
 
 
 class ThrottleConfig(BaseModel):
@@ -57,6 +59,15 @@ class SimulatorConfig(BaseModel):
     failure_rate: float = Field(default=0.04, ge=0)
     # E.164 number (user part of the SIP ``to``) -> outcomes of its 1st, 2nd, ... call
     forced_outcomes: dict[str, list[SimOutcome]] = Field(default_factory=dict)
+
+    # the agent's side of answered calls (simulator/agent.py)
+    voicemail_rate: float = Field(default=0.0, ge=0, le=1)  # share of answered calls that reach voicemail
+    tool_call_rate: float = Field(default=1.0, ge=0, le=1)  # share of answered calls that call the HTTP tool
+    disposition_mix: dict[str, float] = Field(default_factory=dict)  # empty: uniform over the tool's enum
+    # E.164 number -> dispositions reported on its 1st, 2nd, ... answered call (then the mix)
+    forced_dispositions: dict[str, list[str]] = Field(default_factory=dict)
+    callback_at: str | None = None  # callbackAt sent with callback_requested (ISO 8601), None: omitted
+    tool_delay: float = Field(default=0.0, ge=0)  # simulated seconds after the answer before the tool call
 
     # timings
     ring_min: float = Field(default=2.0, ge=0)

@@ -13,6 +13,9 @@ from typing import TYPE_CHECKING
 import pytest
 import redis as redis_sync
 import redis.asyncio as aredis
+import structlog
+
+from dialer import logs
 
 
 if TYPE_CHECKING:
@@ -68,3 +71,14 @@ def sync_redis(redis_url: str) -> Iterator[redis_sync.Redis]:
         yield client
     finally:
         client.close()
+
+
+@pytest.fixture(autouse=True)
+def _logging_stays_reconfigurable(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """CLI commands run in-process configure logging; with cached loggers a later test's
+    ``structlog.testing.capture_logs`` (or capsys) would see nothing, so tests never cache them."""
+    real = logs.configure_logging
+    monkeypatch.setattr(logs, 'configure_logging', lambda *args, **kwargs: real(*args, **kwargs, cache=False))
+    monkeypatch.setattr('workers.cli.configure_logging', logs.configure_logging)
+    yield
+    structlog.reset_defaults()

@@ -197,7 +197,9 @@ def test_update_retry_delay_moves_retries_to_end_plus_the_new_delay(
         assert scores[number] == ended + 600_000
     assert {n: s for n, s in scores.items() if n not in retrying} == pending_before
     config = json.loads(sync_redis.hget(k.campaign('spring'), 'config'))
-    assert config['retry']['delays'] == {'no_answer': 600.0, 'busy': 600.0, 'failed': 900.0, 'rejected': 3600.0}
+    assert config['retry']['delays'] == {
+        'no_answer': 600.0, 'busy': 600.0, 'failed': 900.0, 'rejected': 3600.0, 'voicemail': 10800.0
+    }  # fmt: skip
 
 
 def test_lowering_max_attempts_closes_waiting_retries_with_their_last_outcome(
@@ -255,8 +257,10 @@ def test_campaign_options_are_all_settable_on_the_command_line(dialer, tmp_path:
     load(
         dialer, tmp_path, 3, *ALL_DAY,
         '--retry-delay', 'no_answer=1h30m,busy=10m', '--first-speaker', 'agent', '--max-per-24h', '2',
+        '--dispositions', 'sold, not_interested,do_not_call',
     )  # fmt: skip
     config = json.loads(sync_redis.hget(k.campaign('spring'), 'config'))
+    assert config['dispositions'] == ['sold', 'not_interested', 'do_not_call']
     assert config['first_speaker'] == 'agent'
     assert config['retry']['max_per_24h'] == 2
     assert config['retry']['delays']['no_answer'] == 5400
@@ -267,7 +271,9 @@ def test_campaign_options_are_all_settable_on_the_command_line(dialer, tmp_path:
     config = json.loads(sync_redis.hget(k.campaign('spring'), 'config'))
     assert config['first_speaker'] == 'user'
     assert config['retry']['max_per_24h'] == 3
-    assert config['retry']['delays'] == {'no_answer': 5400, 'busy': 600, 'failed': 172800, 'rejected': 3600}
+    assert config['retry']['delays'] == {
+        'no_answer': 5400, 'busy': 600, 'failed': 172800, 'rejected': 3600, 'voicemail': 10800
+    }  # fmt: skip
 
 
 @pytest.mark.parametrize('options', [['--max-attempts', '1'], ['--retry-on', 'none'], ['--retry-on', 'NONE']])
@@ -283,7 +289,7 @@ def test_a_campaign_without_retries_needs_no_emptied_retry_list(dialer, tmp_path
         ('no_answer', "'no_answer'"),
         ('no_answer=soon', "'soon'"),
         ('answered=1h', "'answered=1h'"),
-        ('voicemail=1h', "'voicemail=1h'"),
+        ('dnc=1h', "'dnc=1h'"),
         ('busy=10x', "'10x'"),
         ('busy=-5m', "'-5m'"),
     ],

@@ -86,3 +86,61 @@ def test_ultravox_mode_provider_trunk_dials_every_contact_once_per_attempt_withi
         assert float(row['sip_billed_seconds']) == 0, 'a provider leg carries no Ultravox SIP minutes'
         assert row['trunk_kind'] == kind
     assert_within_limits(stats, {kind: (4, 20)})
+
+
+#: Direct mode, Twilio: the played outcome -> ours, as the polled Call resource tells it (its status
+#: alone: a declined call reads "busy", an invalid number "failed").
+TWILIO_DIRECT_OUTCOME = {
+    'answered': 'answered',
+    'no_answer': 'no_answer',
+    'unavailable': 'no_answer',
+    'busy': 'busy',
+    'rejected': 'busy',
+    'invalid_number': 'failed',
+    'connection_error': 'failed',
+    'system_error': 'failed',
+}
+TWILIO_SID = 'AC' + '1' * 32
+
+
+def test_direct_mode_twilio_places_one_phone_leg_per_attempt_and_polling_alone_reaches_every_outcome(
+    tmp_path: Path, redis_url: str, sync_redis: object
+) -> None:
+    write_contacts(tmp_path / 'contacts.csv', 20)
+    trunks = write_provider_trunk(
+        tmp_path / 'trunks.toml', 'twilio', 4, 20, mode='"direct"', account_sid=f'"{TWILIO_SID}"',
+        auth_token_env='"TWILIO_TOKEN"',
+    )  # fmt: skip
+    account = {'twilio': {'account_sid': TWILIO_SID, 'auth_token': 'tw-s3cret-token'}}
+    with running_simulator(**FAST_SIMULATOR, provider_accounts=account) as sim:
+        env = {**FAST_ENV, 'TWILIO_TOKEN': 'tw-s3cret-token', 'DIALER_TWILIO_BASE_URL': sim.base_url}
+        fleet = LocalFleet(redis_url, sim.base_url, trunks, env, log_dir=tmp_path)
+        assert fleet.cli('trunks', 'check').returncode == 0, 'direct mode needs no telephony config'
+        campaign = write_campaign_file(tmp_path / 'campaign.toml', 'direct', 'twilio-numbers')
+        fleet.cli('campaign', 'load', str(tmp_path / 'contacts.csv'), '--campaign-file', str(campaign))
+        fleet.start_worker()
+        fleet.start_worker()
+        try:
+            fleet.wait_until_finished('direct', timeout=120)
+        finally:
+            fleet.stop_all()
+        records = sim.records()
+        legs = sim.client.get('/_sim/provider_calls/twilio').json()
+
+    fleet.cli('campaign', 'export', 'direct', '--output', str(tmp_path / 'results.csv'))
+    rows = read_export(tmp_path / 'results.csv')
+    assert max(creates_per_attempt(records).values()) == 1
+    legs_per_attempt = creates_per_attempt([{'metadata': {'attempt_id': leg['attempt_id']}} for leg in legs])
+    assert max(legs_per_attempt.values()) == 1, 'one phone leg per attempt'
+    assert len(legs) == len(records)
+    last_leg: dict[str, dict[str, Any]] = {}
+    for leg in legs:
+        last_leg[leg['attempt_id'].rsplit(':', 2)[1]] = max(
+            leg, last_leg.get(leg['attempt_id'].rsplit(':', 2)[1], leg), key=lambda item: item['attempt_id']
+        )
+    for row in rows:
+        leg = last_leg[row['phone']]
+        assert row['final_outcome'] == TWILIO_DIRECT_OUTCOME[leg['outcome']], (row, leg)
+        assert row['provider_status'] == leg['final']
+        assert float(row['sip_billed_seconds']) == 0
+        assert 'tw-s3cret-token' not in str(row)

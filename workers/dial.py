@@ -33,6 +33,7 @@ from dialer.ultravox import (
 )
 from workers.calls import count_end, retry_at
 from workers.faults import open_account_fault, open_campaign_fault
+from workers.phone_leg import place_phone_leg
 
 
 if TYPE_CHECKING:
@@ -280,6 +281,8 @@ async def _record_created(
         metrics.CALL_SETUP_SECONDS.labels(trunk=trunk.name).observe(time.monotonic() - started)
         metrics.WORKER_JOBS.labels(result='created').inc()
         log.info('call_created', call_id=call_id)
+    # direct-mode provider trunks: the phone leg (exactly once; no-op for other trunks)
+    await place_phone_leg(rt, attempt_id, config, trunk, call)
 
 
 async def _fail(

@@ -26,6 +26,7 @@ from dialer.logs import masked_attempt
 from dialer.ultravox import AccountFault, CallNotFound, UltravoxError
 from workers.calls import record_billing, record_end
 from workers.faults import open_account_fault
+from workers.phone_leg import is_leg_member, poll_leg
 
 
 if TYPE_CHECKING:
@@ -98,6 +99,9 @@ class CallTracker:
         attempt_id, call_id, *billing_only = member.split('|')
         try:
             with metrics.CALLS_IN_FLIGHT.track_inprogress():
+                if is_leg_member(member):  # a direct-mode provider leg: workers/phone_leg.py follows it
+                    await poll_leg(self.rt, member)
+                    return
                 await self._poll_call(member, attempt_id, call_id, billing_only=bool(billing_only))
         except Exception:
             log.exception('poll_failed', attempt_id=masked_attempt(attempt_id), call_id=call_id)

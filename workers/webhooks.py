@@ -16,6 +16,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from workers.provider_webhooks import provider_routes
 from workers.tool_route import tool_route
 from workers.ultravox_webhook import receive_ultravox_webhook
 
@@ -43,7 +44,12 @@ def build_webhook_app(rt: Runtime) -> Starlette:
         await rt.close()
 
     return Starlette(
-        routes=[Route('/webhooks/ultravox', ultravox, methods=['POST']), tool_route(rt), Route('/health', health)],
+        routes=[
+            Route('/webhooks/ultravox', ultravox, methods=['POST']),
+            tool_route(rt),
+            Route('/health', health),
+            *provider_routes(rt),
+        ],
         lifespan=lifespan,
     )
 

@@ -1,0 +1,98 @@
+"""Provider REST clients for direct-mode trunks, behind one small interface.
+
+A client places the phone leg of an attempt (streaming to the Ultravox call's ``joinUrl``), reads
+that leg's status, looks legs up after a crash between the two creates, verifies the provider's
+signed status callbacks, and maps the provider's status onto our ``Outcome``.
+
+| failure                                   | exception               | leg placed? |
+|-------------------------------------------|-------------------------|-------------|
+| 429 / "too many calls"                    | ProviderRateLimited     | no          |
+| other 4xx (bad number, bad credentials)   | ProviderRejected        | no          |
+| 5xx, timeout, dropped connection          | ProviderUnavailable     | maybe       |
+| connect error                             | ProviderUnavailable     | no          |
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from dialer.models import Outcome
+    from dialer.provider_trunks import ProviderTrunk
+    from dialer.settings import Settings
+
+
+class ProviderError(Exception):
+    """Any failure talking to a provider (messages never carry credentials or phone numbers)."""
+
+
+class ProviderRateLimited(ProviderError):  # noqa: N818 - named after the condition
+    def __init__(self, retry_after: float, reason: str) -> None:
+        super().__init__(f'provider rate limit: {reason}')
+        self.retry_after = retry_after
+
+
+class ProviderRejected(ProviderError):  # noqa: N818 - the verdict reads better than "...Error"
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(f'provider refused the call ({status}): {reason}')
+        self.status = status
+        self.reason = reason
+
+
+class ProviderUnavailable(ProviderError):  # noqa: N818 - named after the condition
+    def __init__(self, reason: str, *, maybe_placed: bool) -> None:
+        super().__init__(f'provider request failed: {reason}')
+        self.maybe_placed = maybe_placed
+
+
+@dataclass(frozen=True, slots=True)
+class LegStatus:
+    """One provider call as last read: raw status, whether it is over, and what it means for us."""
+
+    leg_id: str
+    status: str
+    final: bool
+    outcome: Outcome | None = None
+    sip_code: str | None = None
+    amd: str | None = None
+    duration: float | None = None
+    price: str | None = None
+    price_unit: str | None = None
+    created_ms: int | None = None
+
+
+class PhoneProvider(Protocol):
+    kind: str
+
+    async def place(self, *, to: str, caller_id: str, join_url: str, callback_url: str | None) -> LegStatus: ...
+
+    async def fetch(self, leg_id: str) -> LegStatus: ...
+
+    async def find(self, *, to: str, caller_id: str, since_ms: int) -> list[LegStatus]: ...
+
+    async def hang_up(self, leg_id: str) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+def verify_callback(trunk: ProviderTrunk, url: str, headers: Mapping[str, str], body: bytes, now: float) -> bool:
+    """Whether a status callback to ``url`` was signed by ``trunk``'s provider account."""
+    from dialer.providers import twilio  # noqa: PLC0415  one provider module per kind
+
+    if trunk.provider == 'twilio':
+        return twilio.verify(trunk, url, headers, body)
+    del now
+    return False
+
+
+def provider_client(trunk: ProviderTrunk, settings: Settings) -> PhoneProvider:
+    """The REST client of a direct-mode trunk (one per trunk and process; close with ``aclose``)."""
+    from dialer.providers import twilio  # noqa: PLC0415  one provider module per kind
+
+    if trunk.provider == 'twilio':
+        return twilio.TwilioClient(trunk, settings)
+    raise ProviderError(f'direct mode is not available for {trunk.provider} yet')

@@ -1,0 +1,367 @@
+"""Direct mode: the provider phone leg of an attempt, placed after its Ultravox call and followed to its end.
+
+Exactly once across two APIs:
+1. the dial job creates and records the Ultravox call (``medium.<provider>: {}``, a ``joinUrl``);
+2. ``place_phone_leg`` (the one hook in ``workers/dial.py``) records the leg as ``placing`` in the
+   attempt record (``dialer/lua/leg.lua``, Redis time) *before* the provider request, and swaps the
+   attempt's tracking member for its leg member (``attempt|call|leg``);
+3. the provider answers: the leg's id is recorded (``placed``).
+A crash between 2 and 3 leaves ``placing``: the trackers (``poll_leg``) then look the leg up at the
+provider (To, From, created since the ledger time) instead of placing another; a leg never found
+within ``DIALER_AMBIGUOUS_QUARANTINE``, refused, or failed ends the Ultravox call
+(``DELETE /api/calls/{id}``) and the attempt with the provider's outcome.
+
+Outcomes come from polling the provider's call (status callbacks only make the poll happen now):
+an unanswered leg ends the attempt with the provider's outcome at once; an answered one waits for the
+Ultravox call to end and is billed from it (agent minutes only) plus the provider's duration and price.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from dialer import constants as k
+from dialer import metrics
+from dialer.billing import billing_of
+from dialer.logs import masked_attempt
+from dialer.models import Outcome
+from dialer.provider_trunks import ProviderTrunk
+from dialer.providers import (
+    LegStatus,
+    PhoneProvider,
+    ProviderError,
+    ProviderRateLimited,
+    ProviderRejected,
+    ProviderUnavailable,
+    provider_client,
+)
+from dialer.scripts import register
+from dialer.trunks import TrunkConfigError
+from dialer.ultravox import CallNotFound, UltravoxError
+from workers.calls import billing_fields, count_end, retry_at, tracking_member
+
+
+if TYPE_CHECKING:
+    from redis.commands.core import AsyncScript
+
+    from dialer.models import CampaignConfig
+    from dialer.trunks import Trunk
+    from workers.runtime import Runtime
+
+
+log = structlog.get_logger(__name__)
+
+LEG = 'leg'
+_clients: dict[tuple[int, str], tuple[ProviderTrunk, PhoneProvider]] = {}
+_scripts: dict[int, AsyncScript] = {}
+
+
+def leg_member(attempt_id: str, call_id: str) -> str:
+    return f'{tracking_member(attempt_id, call_id)}|{LEG}'
+
+
+def is_leg_member(member: str) -> bool:
+    return member.endswith(f'|{LEG}')
+
+
+def is_direct(trunk: Trunk) -> bool:
+    return isinstance(trunk, ProviderTrunk) and trunk.mode == 'direct'
+
+
+def client_for(rt: Runtime, trunk: ProviderTrunk) -> PhoneProvider:
+    """One client per trunk and process, rebuilt when the trunks file changes the trunk."""
+    key = (id(rt), trunk.name)
+    cached = _clients.get(key)
+    if cached is None or cached[0] != trunk:
+        cached = (trunk, provider_client(trunk, rt.settings))
+        _clients[key] = cached
+    return cached[1]
+
+
+async def _ledger(rt: Runtime, attempt_id: str, call_id: str, action: str, provider: str, leg_id: str = '') -> str:
+    script = _scripts.get(id(rt.redis))
+    if script is None:
+        script = _scripts[id(rt.redis)] = register(rt.redis, 'leg')
+    name, number, attempt = k.parse_attempt_id(attempt_id)
+    keys = [k.CLOCK_OFFSET, k.campaign_attempts(name), k.TRACKING]
+    args = [
+        f'{number}:{attempt}',
+        action,
+        call_id,
+        tracking_member(attempt_id, call_id),
+        leg_member(attempt_id, call_id),
+        provider,
+        leg_id,
+        int(rt.settings.poll_initial * 1000),
+    ]
+    result = await script(keys=keys, args=args)
+    return str(result[0])
+
+
+def _callback_url(trunk: ProviderTrunk, attempt_id: str, call_id: str) -> str | None:
+    if trunk.callback_url is None:
+        return None
+    # the URL is part of what the provider signs, so these ids cannot be forged
+    return f'{trunk.callback_url}/webhooks/{trunk.provider}?a={attempt_id}&c={call_id}'
+
+
+async def place_phone_leg(  # noqa: PLR0911  one return per way the leg can go
+    rt: Runtime, attempt_id: str, config: CampaignConfig, trunk: Trunk, call: dict[str, Any]
+) -> None:
+    """After the Ultravox call of a direct-mode attempt is recorded: place its phone leg, exactly once."""
+    if not isinstance(trunk, ProviderTrunk) or trunk.mode != 'direct':
+        return
+    call_id = str(call['callId'])
+    if await _ledger(rt, attempt_id, call_id, 'placing', trunk.provider) != 'placing':
+        return  # already placed (or being resolved by the trackers), or the attempt moved on
+    join_url = call.get('joinUrl')
+    member = leg_member(attempt_id, call_id)
+    if not isinstance(join_url, str) or not join_url:
+        await _end_unplaced(rt, attempt_id, config, trunk, call_id, member, Outcome.FAILED, 'no joinUrl', final=False)
+        return
+    _, number, _ = k.parse_attempt_id(attempt_id)
+    try:
+        leg = await client_for(rt, trunk).place(
+            to=number,
+            caller_id=trunk.caller_id,
+            join_url=join_url,
+            callback_url=_callback_url(trunk, attempt_id, call_id),
+        )
+    except ProviderRateLimited as exc:
+        # the provider account is over its limits: hold this trunk (not the fleet) for Retry-After
+        await rt.scripts.hold(k.trunk_hold(trunk.name), max(int(exc.retry_after * 1000), 1000), f'{trunk.provider} 429')
+        metrics.PROVIDER_LEGS.labels(kind=trunk.provider, result='rate_limited').inc()
+        await _end_unplaced(rt, attempt_id, config, trunk, call_id, member, Outcome.FAILED, str(exc), final=False)
+        return
+    except ProviderRejected as exc:
+        metrics.PROVIDER_LEGS.labels(kind=trunk.provider, result='failed').inc()
+        await _end_unplaced(rt, attempt_id, config, trunk, call_id, member, Outcome.FAILED, str(exc), final=True)
+        return
+    except ProviderUnavailable as exc:
+        if exc.maybe_placed:
+            log.warning('phone_leg_ambiguous', reason=str(exc))
+            return  # 'placing' stays: the trackers look the leg up, never place a second one
+        metrics.PROVIDER_LEGS.labels(kind=trunk.provider, result='failed').inc()
+        await _end_unplaced(rt, attempt_id, config, trunk, call_id, member, Outcome.FAILED, str(exc), final=False)
+        return
+    await _ledger(rt, attempt_id, call_id, 'placed', trunk.provider, leg.leg_id)
+    metrics.PROVIDER_LEGS.labels(kind=trunk.provider, result='placed').inc()
+    log.info('phone_leg_placed', call_id=call_id, leg_id=leg.leg_id)
+
+
+async def _end_unplaced(
+    rt: Runtime,
+    attempt_id: str,
+    config: CampaignConfig,
+    trunk: ProviderTrunk,
+    call_id: str,
+    member: str,
+    outcome: Outcome,
+    reason: str,
+    *,
+    final: bool,
+    leg: LegStatus | None = None,
+) -> bool:
+    """The phone leg never came (or ended unanswered): end the Ultravox call and record the outcome."""
+    try:
+        await rt.ultravox.delete_call(call_id)
+    except UltravoxError as exc:
+        # it ends by itself at its joinTimeout (nobody will join it); the outcome is ours to record now
+        log.warning('ultravox_call_not_ended', call_id=call_id, reason=str(exc))
+    fields: dict[str, Any] = {'call': call_id, 'kind': trunk.provider, 'sip': 0, 'agent': 0, 'bsrc': 'computed'}
+    if reason:
+        fields['r'] = reason[:500]
+    if leg is not None:
+        fields.update(_leg_fields(leg))
+    return await _finish(rt, attempt_id, config, outcome, fields, member, billing_final=True, final=final)
+
+
+def _leg_fields(leg: LegStatus) -> dict[str, Any]:
+    fields: dict[str, Any] = {'pcall': leg.leg_id, 'pst': leg.status}
+    optional = {'psip': leg.sip_code, 'amd': leg.amd, 'pdur': leg.duration}
+    fields.update({key: value for key, value in optional.items() if value is not None})
+    if leg.price is not None:
+        fields['pprice'], fields['punit'] = leg.price, leg.price_unit or ''
+    return fields
+
+
+async def _finish(
+    rt: Runtime,
+    attempt_id: str,
+    config: CampaignConfig,
+    outcome: Outcome,
+    fields: dict[str, Any],
+    member: str,
+    *,
+    billing_final: bool,
+    final: bool = False,
+) -> bool:
+    retry = await retry_at(rt, config, attempt_id, outcome, final=final)
+    recorded = await rt.scripts.finish(
+        attempt_id,
+        config.trunk,
+        outcome.value,
+        fields,
+        retry_at_ms=retry,
+        tracking_member=member,
+        billing_final=billing_final,
+        billing_poll_ms=int(rt.settings.poll_interval * 1000),
+        breaker=rt.trunk_breaker,
+    )
+    if recorded:
+        count_end(config, outcome, retried=retry is not None)
+        kind = str(fields.get('kind', 'sip'))
+        metrics.PROVIDER_LEGS.labels(kind=kind, result='ended').inc()
+        if fields.get('pdur'):
+            metrics.BILLED_SECONDS_BY_KIND.labels(kind=kind, meter='provider').inc(float(fields['pdur']))
+        if fields.get('pprice'):
+            metrics.PROVIDER_PRICE.labels(kind=kind, currency=str(fields.get('punit') or '?')).inc(
+                abs(float(fields['pprice']))
+            )
+        log.info('call_ended', attempt_id=masked_attempt(attempt_id), call_id=fields.get('call'), outcome=outcome)
+    return recorded
+
+
+async def _earlier_legs(rt: Runtime, attempt_id: str) -> set[str]:
+    """Provider call ids of the contact's earlier attempts (never mistaken for this attempt's leg)."""
+    name, number, attempt = k.parse_attempt_id(attempt_id)
+    if attempt <= 1:
+        return set()
+    raws = await rt.redis.hmget(k.campaign_attempts(name), [f'{number}:{n}' for n in range(1, attempt)])
+    return {str(json.loads(raw).get('pcall')) for raw in raws if raw}
+
+
+async def poll_leg(rt: Runtime, member: str) -> None:  # noqa: PLR0911  one return per state
+    """A tracker's poll of a direct-mode attempt: resolve, follow and end its phone leg."""
+    attempt_id, call_id, _ = member.split('|')
+    name, number, attempt = k.parse_attempt_id(attempt_id)
+    interval_ms = int(rt.settings.poll_interval * 1000)
+    raw = await rt.redis.hget(k.campaign_attempts(name), f'{number}:{attempt}')
+    record = json.loads(raw) if raw else None
+    if record is None or record.get('st') != 'live' or record.get('call') != call_id:
+        await rt.redis.zrem(k.TRACKING, member)
+        return
+    config = await rt.configs.get(name)
+    try:
+        trunk = rt.trunks.get(config.trunk)
+    except TrunkConfigError:
+        await rt.scripts.reschedule(k.TRACKING, [member], interval_ms)
+        return
+    if not isinstance(trunk, ProviderTrunk):
+        await rt.scripts.reschedule(k.TRACKING, [member], interval_ms)
+        return
+    client = client_for(rt, trunk)
+    leg = record.get('leg') or {}
+    try:
+        status = await _leg_status(rt, client, trunk, attempt_id, call_id, member, config, leg, number)
+    except ProviderError as exc:
+        log.info('leg_poll_deferred', attempt_id=masked_attempt(attempt_id), reason=str(exc))
+        await rt.scripts.reschedule(k.TRACKING, [member], interval_ms)
+        return
+    if status is None:
+        return
+    if not status.final:
+        await rt.scripts.reschedule(k.TRACKING, [member], interval_ms)
+        return
+    if status.outcome is not Outcome.ANSWERED:
+        await _end_unplaced(
+            rt,
+            attempt_id,
+            config,
+            trunk,
+            call_id,
+            member,
+            status.outcome or Outcome.FAILED,
+            '',
+            final=False,
+            leg=status,
+        )
+        return
+    await _end_answered(rt, attempt_id, config, trunk, call_id, member, status)
+
+
+async def _leg_status(
+    rt: Runtime,
+    client: PhoneProvider,
+    trunk: ProviderTrunk,
+    attempt_id: str,
+    call_id: str,
+    member: str,
+    config: CampaignConfig,
+    leg: dict[str, Any],
+    number: str,
+) -> LegStatus | None:
+    """The leg's status; None when the poll is done (rescheduled, or the attempt was ended here)."""
+    if leg.get('st') == 'placed':
+        return await client.fetch(str(leg['id']))
+    settings = rt.settings
+    age_ms = await rt.scripts.now_ms() - int(leg.get('t') or 0)
+    if age_ms < settings.ambiguous_create_delay * 1000:
+        # the dial job may still be waiting for the provider's answer
+        await rt.scripts.reschedule(k.TRACKING, [member], int(settings.ambiguous_create_delay * 1000 - age_ms))
+        return None
+    earlier = await _earlier_legs(rt, attempt_id)
+    found = [
+        found
+        for found in await client.find(to=number, caller_id=trunk.caller_id, since_ms=int(leg.get('t') or 0))
+        if found.leg_id not in earlier
+    ]
+    if found:
+        chosen = min(found, key=lambda item: item.created_ms or 0)
+        if len(found) > 1:
+            log.error('duplicate_phone_legs', attempt_id=masked_attempt(attempt_id), legs=len(found))
+        await _ledger(rt, attempt_id, call_id, 'placed', trunk.provider, chosen.leg_id)
+        metrics.PROVIDER_LEGS.labels(kind=trunk.provider, result='found').inc()
+        return await client.fetch(chosen.leg_id)
+    if age_ms >= settings.ambiguous_quarantine * 1000:
+        metrics.PROVIDER_LEGS.labels(kind=trunk.provider, result='never_placed').inc()
+        await _end_unplaced(
+            rt, attempt_id, config, trunk, call_id, member, Outcome.FAILED, 'phone leg never placed', final=False
+        )
+        return None
+    await rt.scripts.reschedule(k.TRACKING, [member], int(settings.poll_interval * 1000))
+    return None
+
+
+async def _end_answered(
+    rt: Runtime,
+    attempt_id: str,
+    config: CampaignConfig,
+    trunk: ProviderTrunk,
+    call_id: str,
+    member: str,
+    leg: LegStatus,
+) -> None:
+    """An answered leg is over: wait for the Ultravox call to end too, then record it with its billing."""
+    try:
+        call = await rt.ultravox.get_call(call_id)
+    except CallNotFound:
+        call = {'callId': call_id}
+    except UltravoxError:
+        await rt.scripts.reschedule(k.TRACKING, [member], int(rt.settings.poll_interval * 1000))
+        return
+    if call.get('ended') is None and 'created' in call:
+        await rt.scripts.reschedule(k.TRACKING, [member], int(rt.settings.poll_interval * 1000))
+        return
+    billing = billing_of({**call, 'medium': {trunk.provider: {}}})
+    fields = {
+        'call': call_id,
+        'jn': call.get('joined'),
+        'en': call.get('ended'),
+        'er': call.get('endReason') or 'hangup',
+        'dur': leg.duration or 0,
+        'sum': call.get('shortSummary') or call.get('summary'),
+        'kind': trunk.provider,
+        **billing_fields(billing),
+        **_leg_fields(leg),
+    }
+    await _finish(rt, attempt_id, config, Outcome.ANSWERED, fields, member, billing_final=billing.final)
+
+
+async def nudge_leg(rt: Runtime, attempt_id: str, call_id: str) -> bool:
+    """A status callback arrived: make the trackers poll the leg now (if it is still followed)."""
+    now_ms = await rt.scripts.now_ms()
+    return bool(await rt.redis.zadd(k.TRACKING, {leg_member(attempt_id, call_id): now_ms}, xx=True, ch=True))
