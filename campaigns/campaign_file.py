@@ -161,6 +161,16 @@ def _fold_max_attempts(source: str, options: dict[str, Any]) -> None:
     retry['max_attempts'] = value
 
 
+def _deep_merge(under: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` laid on ``under`` key by key at every depth (``retry.delays`` given on the command line
+    for one outcome keeps the file's delays for the others)."""
+    merged = dict(under)
+    for key, value in over.items():
+        below = merged.get(key)
+        merged[key] = _deep_merge(below, value) if isinstance(value, dict) and isinstance(below, dict) else value
+    return merged
+
+
 def build_config(
     file_options: dict[str, Any],
     cli_options: dict[str, Any],
@@ -184,7 +194,7 @@ def build_config(
     for given in (from_file, from_cli):
         for key, value in given.items():
             if key in TABLE_KEYS:
-                merged[key] = {**merged.get(key, {}), **value}
+                merged[key] = _deep_merge(merged.get(key, {}), value)
             else:
                 merged[key] = value
     for key in ('name', 'trunk'):

@@ -172,9 +172,7 @@ async def campaign_status(redis: Redis, name: str) -> dict[str, Any]:
         # the agents' reports: dispositions by name (attempts), opt-outs put on the DNC list
         'dispositions': {d: to_int(data.get(f'd:{d}')) for d in config.dispositions},
         'opt_outs': to_int(data.get('optouts')),
-        'voicemail_rate': (
-            round(attempt_outcomes[Outcome.VOICEMAIL] / attempts_ended, 4) if attempts_ended else None
-        ),
+        'voicemail_rate': (round(attempt_outcomes[Outcome.VOICEMAIL] / attempts_ended, 4) if attempts_ended else None),
         'calls_created': to_int(data.get('calls')),
         'retries_scheduled': to_int(data.get('retries')),
         'handed_back': to_int(data.get('handed_back')),
@@ -332,7 +330,7 @@ def _contact_row(
 def _conversation(attempts: list[dict[str, Any]]) -> dict[str, Any]:
     """What the conversations achieved: the latest disposition the agent recorded (with its notes and
     call-back time) and whether any attempt reached voicemail (and left a message)."""
-    reported = next((a for a in reversed(attempts) if a.get('dsp')), {})
+    reported: dict[str, Any] = next((a for a in reversed(attempts) if a.get('dsp')), {})
     voicemails = [a for a in attempts if a.get('vm')]
     return {
         'disposition': reported.get('dsp', ''),

@@ -93,9 +93,7 @@ DISPOSITIONS = Counter(
     "Dispositions agents reported, by campaign and disposition (one of the campaign's list: bounded).",
     ['campaign', 'disposition'],
 )
-OPT_OUTS = Counter(
-    'dialer_opt_outs_total', 'Numbers put on the DNC list by an opt-out during a call.', ['campaign']
-)
+OPT_OUTS = Counter('dialer_opt_outs_total', 'Numbers put on the DNC list by an opt-out during a call.', ['campaign'])
 VOICEMAILS = Counter(
     'dialer_voicemails_total',
     'Answered calls that reached voicemail, by whether a message was left ("true"/"false").',

@@ -41,6 +41,7 @@ _NAMES: Final = (
     'lifecycle',
     'lift_fault',
     'requeue',
+    'send',
 )
 
 
@@ -301,6 +302,12 @@ class Scripts:
         keys = [k.campaign_progress(name), k.campaign_attempts(name), k.AMBIGUOUS]
         forgotten, left, lookups = await self._run('forget', keys, [number, attempt, attempt_id, quarantine_ms])
         return Forgotten(bool(forgotten), int(left), int(lookups))
+
+    async def send(self, attempt_id: str) -> str:
+        """Right before the create: ``go`` (now marked as possibly sent), or why it must not go."""
+        name, number, attempt = k.parse_attempt_id(attempt_id)
+        keys = [k.campaign(name), k.campaign_attempts(name), k.DNC]
+        return str(await self._run('send', keys, [number, attempt]))
 
     async def lift_fault(self) -> bool:
         """Lift the account's fault hold (not a 429 hold); True if one was lifted."""

@@ -42,6 +42,12 @@ def _message(role: str, text: str, index: int, **extra: Any) -> dict[str, Any]:
     return {'role': role, 'text': text, 'medium': 'MESSAGE_MEDIUM_VOICE', 'callStageMessageIndex': index, **extra}
 
 
+_GREETING = (
+    _message('MESSAGE_ROLE_USER', 'Hello?', 0),
+    _message('MESSAGE_ROLE_AGENT', 'Hi, thanks for answering.', 1),
+)
+
+
 def _selected_tools(body: dict[str, Any]) -> list[dict[str, Any]]:
     tools = body.get('selectedTools') or ((body.get('toolOverrides') or {}).get('add')) or []
     return [tool for tool in tools if isinstance(tool, dict)]
@@ -136,11 +142,6 @@ class Agent:
             return
         if plan.outcome is not SimOutcome.ANSWERED:
             return
-        messages = [
-            _message('MESSAGE_ROLE_USER', 'Hello?', 0),
-            _message('MESSAGE_ROLE_AGENT', 'Hi, thanks for answering.', 1),
-        ]
-        self.messages[plan.call_id] = messages
         definition = _http_tool(body)
         if definition is None:
             return
@@ -157,6 +158,8 @@ class Agent:
         arguments: dict[str, Any] = {'disposition': disposition, 'notes': f'Simulated: {disposition}.'}
         if disposition == 'callback_requested' and config.callback_at:
             arguments['callbackAt'] = config.callback_at
+        # kept only for calls that use a tool: a plain answered call's greeting costs no memory
+        self.messages[plan.call_id] = list(_GREETING)
         plan.tool_pending = True
         task = asyncio.create_task(self._invoke(plan, definition, arguments, config))
         self.tasks.add(task)
@@ -198,7 +201,10 @@ class Agent:
 
     def page(self, request: Request, plan: CallPlan, default_size: int, max_size: int) -> JSONResponse:
         """``GET /api/calls/{id}/messages``: the messages so far, paged by an offset cursor."""
-        messages = self.messages.get(plan.call_id, []) if (plan.joined_real or 1e18) <= time.time() else []
+        messages: list[dict[str, Any]] = []
+        if (plan.joined_real or 1e18) <= time.time():
+            default = list(_GREETING) if plan.outcome is SimOutcome.ANSWERED else []
+            messages = self.messages.get(plan.call_id, default)
         try:
             size = min(int(request.query_params.get('pageSize', default_size)), max_size)
             start = int(request.query_params.get('cursor') or 0)

@@ -14,6 +14,7 @@ import re
 import time
 import uuid
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl
 
 import httpx
 from starlette.responses import JSONResponse, Response
@@ -102,8 +103,9 @@ class TwilioSim:
         self.sim.requests['twilio_create'] += 1
         if self._auth(request) is None:
             return _twilio_error(401, 20003, 'Authentication Error - invalid username')
-        form = await request.form()
-        unknown = sorted(set(form.keys()) - TWILIO_FIELDS)
+        # form-encoded, parsed here (no multipart dependency); a repeated field keeps its last value
+        form = dict(parse_qsl((await request.body()).decode('utf-8', 'replace'), keep_blank_values=True))
+        unknown = sorted(set(form) - TWILIO_FIELDS)
         if unknown:
             return _twilio_error(400, 21201, f'Unknown parameter {unknown[0]}')
         to, from_, twiml = form.get('To'), form.get('From'), str(form.get('Twiml') or '')

@@ -100,3 +100,18 @@ async def test_bad_rows_are_rejected_with_their_line_and_reason(
         assert cell in cells
     for cell in case.as_written:
         assert cell in cells
+
+
+def test_a_retry_delay_given_on_the_command_line_keeps_the_files_delays_for_other_outcomes() -> None:
+    from dialer.models import RetryPolicy  # noqa: PLC0415
+
+    file_options = {
+        'name': 'spring',
+        'trunk': 't1',
+        'agent_id': '6f9a1c3e-8a39-4bb6-9a55-0f3d5d8e2a10',
+        'retry': {'delays': {**RetryPolicy().delays, 'no_answer': 7200, 'busy': 600, 'failed': 900}},
+    }
+    config = build_config(file_options, {'retry': {'delays': {'busy': 60}}}, source='spring.toml')
+    assert config.retry.delays['busy'] == 60
+    assert config.retry.delays['no_answer'] == 7200
+    assert config.retry.delays['failed'] == 900

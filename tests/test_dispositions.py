@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime
 
@@ -16,8 +17,9 @@ from dialer.models import CallingHours, CampaignConfig, ContactRecord, Outcome, 
 from dialer.scripts import Scripts
 from dialer.tools import TOKEN_HEADER, ToolEndpoint, selected_tools, token_matches, tool_token
 from dialer.trunks import SipTrunk
-from dialer.ultravox import build_create_request
-from dialer.voicemail import detect_voicemail
+from dialer.ultravox import UltravoxClient, build_create_request
+from dialer.voicemail import Voicemail, detect_voicemail
+from simulator.testing import running_simulator
 from tests.ledger import LIMITS, claim, live_call, make_campaign
 
 
@@ -26,10 +28,11 @@ ENDPOINT = ToolEndpoint('https://hooks.example.test', SECRET)
 AGENT_ID = '0b7f8a7c-5f64-4d2e-9a51-1f0c4f6e2a11'
 
 
+TRUNK = SipTrunk(name='t', host='sip.example.invalid', caller_id='+15557654321', max_concurrent=1, calls_per_second=1)
+
+
 def _request(config: CampaignConfig) -> dict:
-    trunk = SipTrunk(
-        name='t', host='sip.example.invalid', caller_id='+15557654321', max_concurrent=1, calls_per_second=1
-    )
+    trunk = TRUNK
     contact = ContactRecord(contact_id='c1', line=2)
     return build_create_request(
         config, trunk, None, '+15551234567', contact, attempt_id='c:+15551234567:1', attempt=1, tools=ENDPOINT
@@ -172,3 +175,34 @@ async def test_an_opt_out_blocks_the_number_at_once_in_every_campaign_with_its_e
     begun = await scripts.begin(claimed.job_refs[0], 't2', LIMITS, 60_000)
     assert begun.verdict == 'dnc'
     assert await redis.hget(k.campaign('c1'), 'optouts') == '1'
+
+
+async def test_the_simulator_serves_a_voicemail_calls_messages_in_pages_and_the_client_reads_them_all() -> None:
+    number = '+12125550123'
+    config = CampaignConfig(name='c', trunk='t', system_prompt='Hi', voicemail_message='Call us back')
+    simulator = {'forced_outcomes': {number: ['voicemail']}, 'time_scale': 0.001, 'default_page_size': 1}
+    with running_simulator(**simulator) as sim:
+        async with UltravoxClient(sim.base_url, SecretStr('key')) as client:
+            request = build_create_request(
+                config,
+                TRUNK,
+                None,
+                number,
+                ContactRecord(contact_id='c1', line=2),
+                attempt_id=f'c:{number}:1',
+                attempt=1,
+            )
+            call = await client.create_call(request)
+            messages = await wait_for_messages(client, call['callId'])
+    assert len(messages) == 3, 'three pages of one message each'
+    assert detect_voicemail(messages, message_configured=True) == Voicemail(reached=True, left=True)
+    assert json.loads(messages[1]['text']) == {'message': 'Call us back'}
+
+
+async def wait_for_messages(client: UltravoxClient, call_id: str) -> list[dict]:
+    for _ in range(200):
+        messages = await client.list_messages(call_id)
+        if messages:
+            return messages
+        await asyncio.sleep(0.05)
+    raise AssertionError('no messages once the call was answered')

@@ -18,6 +18,7 @@ WIDE = SlotLimits(trunk=10, account=0)
 async def ambiguous_attempt(redis, scripts: Scripts) -> tuple[str, str]:
     """An attempt whose create went out and whose answer was lost; returns (job ref, attempt id)."""
     job_ref = await begin_first(scripts)
+    assert await scripts.send(job_ref.split('#')[0]) == 'go'
     rerun = await scripts.begin(job_ref, 't1', LIMITS, 60_000, 3_600_000)
     assert rerun.verdict == 'ambiguous'
     return job_ref, job_ref.split('#')[0]
@@ -133,3 +134,59 @@ async def test_requeue_reopens_failed_contacts_with_a_fresh_budget(redis) -> Non
     refs = (await claim(scripts, limits=WIDE)).job_refs
     assert sorted(ref.split('#')[0] for ref in refs) == sorted(f'c1:{p}:2' for p in phones[:2])
     assert await requeue(redis, 'c1', Outcome.FAILED, '401') == 0, 'requeue is idempotent'
+
+
+async def test_a_created_call_is_counted_even_when_its_attempt_was_already_recorded_as_ended(
+    redis, redis_url: str, tmp_path
+) -> None:
+    from prometheus_client import REGISTRY  # noqa: PLC0415
+
+    from dialer.settings import Settings  # noqa: PLC0415
+    from tests.fleet_helpers import write_trunks  # noqa: PLC0415
+    from workers.dial import _record_created  # noqa: PLC0415
+    from workers.runtime import Runtime  # noqa: PLC0415
+
+    attempt_id = await live_call(redis, 'call-1')
+    scripts = Scripts(redis)
+    fields = {'call': 'call-1', 'sip': 0, 'agent': 0, 'bsrc': 'computed'}
+    assert await scripts.finish(
+        attempt_id, 't1', 'busy', fields, retry_at_ms=None, billing_final=True, billing_poll_ms=0
+    )
+    trunks = write_trunks(tmp_path / 'trunks.toml', 'sip.t1.example', {'t1': (2, 1.0)})
+    rt = Runtime.create(Settings(redis_url=redis_url, trunks_file=trunks))
+    labels = {'trunk': 't1', 'campaign': 'c1'}
+    before = REGISTRY.get_sample_value('dialer_calls_created_total', labels) or 0
+    try:
+        config = await rt.configs.get('c1')
+        await _record_created(rt, attempt_id, config, rt.trunks.get('t1'), {'callId': 'call-1'}, 0.0)
+    finally:
+        await rt.close()
+    assert REGISTRY.get_sample_value('dialer_calls_created_total', labels) == before + 1
+
+
+async def test_a_rerun_of_an_attempt_that_never_reached_its_send_starts_again_without_a_lookup(redis) -> None:
+    await make_campaign(redis, numbers=1)
+    scripts = Scripts(redis)
+    job_ref = await begin_first(scripts)  # recorded 'creating', then the worker died waiting for its rate slot
+    rerun = await scripts.begin(job_ref, 't1', LIMITS, 60_000, 3_600_000)
+    assert rerun.verdict == 'go'
+    assert len(rerun.progress['ts']) == 1, 'the attempt time is counted once'
+    assert await redis.zcard(k.AMBIGUOUS) == 0
+
+
+async def test_an_opt_out_while_waiting_for_the_rate_slot_stops_the_create(redis) -> None:
+    phones = await make_campaign(redis, numbers=1)
+    scripts = Scripts(redis)
+    attempt_id = (await begin_first(scripts)).split('#')[0]
+    await redis.sadd(k.DNC, phones[0])
+    assert await scripts.send(attempt_id) == 'dnc'
+    record = json.loads(await redis.hget(k.campaign_attempts('c1'), f'{phones[0]}:1'))
+    assert 'sent' not in record, 'nothing went out'
+
+
+async def test_a_pause_while_waiting_for_the_rate_slot_stops_the_create(redis) -> None:
+    await make_campaign(redis, numbers=1)
+    scripts = Scripts(redis)
+    attempt_id = (await begin_first(scripts)).split('#')[0]
+    await redis.hset(k.campaign('c1'), 'state', 'paused')
+    assert await scripts.send(attempt_id) == 'paused'

@@ -63,6 +63,7 @@ async def test_an_attempt_is_recorded_before_the_create_and_a_rerun_sees_it_as_a
     number = job_ref.split(':')[1]
     record = json.loads(await redis.hget(k.campaign_attempts('c1'), f'{number}:1'))
     assert record['st'] == 'creating'
+    assert await scripts.send(job_ref.split('#')[0]) == 'go'
     rerun = await scripts.begin(job_ref, 't1', LIMITS, 60_000)
     assert rerun.verdict == 'ambiguous'
 

@@ -138,6 +138,9 @@ async def _create(
     for tries in range(1, CREATE_TRIES + 1):
         if not await _wait_for_rate_token(rt, job_ref, attempt_id, trunk):
             return 'rate_wait'
+        verdict = await rt.scripts.send(attempt_id)
+        if verdict != 'go':
+            return await _not_sent(rt, job_ref, attempt_id, config, trunk, verdict)
         try:
             call = await rt.ultravox.create_call(request)
         except (RateLimited, AccountFault, AgentNotFound, RequestRejected) as exc:
@@ -180,6 +183,20 @@ async def _wait_for_rate_token(rt: Runtime, job_ref: str, attempt_id: str, trunk
             metrics.ATTEMPTS_HANDED_BACK.labels(trunk=trunk.name, reason='rate').inc()
             return False
         await asyncio.sleep(-wait_ms / 1000)
+
+
+async def _not_sent(
+    rt: Runtime, job_ref: str, attempt_id: str, config: CampaignConfig, trunk: Trunk, verdict: str
+) -> str:
+    """Something changed while the job waited for its rate slot; nothing was sent."""
+    if verdict == 'dnc':
+        # opted out meanwhile (e.g. in another campaign's call): closed, never dialled
+        await _close(rt, attempt_id, config, job_ref, Outcome.DNC, 'on the do-not-call list at dial time')
+    elif verdict in {'paused', 'cancelled'}:
+        await rt.scripts.hand_back(job_ref, trunk.name)
+        metrics.ATTEMPTS_HANDED_BACK.labels(trunk=trunk.name, reason=verdict).inc()
+    metrics.WORKER_JOBS.labels(result=verdict).inc()
+    return verdict
 
 
 async def _refused(
@@ -289,11 +306,25 @@ async def _fail(
     rt: Runtime, attempt_id: str, config: CampaignConfig, job_ref: str, reason: str, *, final: bool
 ) -> None:
     """The attempt failed without a call (e.g. Ultravox refused the request as invalid)."""
-    retry = await retry_at(rt, config, attempt_id, Outcome.FAILED, final=final)
+    await _close(rt, attempt_id, config, job_ref, Outcome.FAILED, reason, final=final)
+
+
+async def _close(
+    rt: Runtime,
+    attempt_id: str,
+    config: CampaignConfig,
+    job_ref: str,
+    outcome: Outcome,
+    reason: str,
+    *,
+    final: bool = True,
+) -> None:
+    """End the attempt with ``outcome`` although no call was made."""
+    retry = await retry_at(rt, config, attempt_id, outcome, final=final)
     recorded = await rt.scripts.finish(
         attempt_id,
         config.trunk,
-        Outcome.FAILED.value,
+        outcome.value,
         {'r': reason[:500], 'sip': 0, 'agent': 0, 'bsrc': 'computed'},
         retry_at_ms=retry,
         billing_final=True,
@@ -301,4 +332,4 @@ async def _fail(
         job_ref=job_ref,
     )
     if recorded:
-        count_end(config, Outcome.FAILED, retried=retry is not None)
+        count_end(config, outcome, retried=retry is not None)

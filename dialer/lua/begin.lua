@@ -21,6 +21,13 @@ if record and record.st ~= 'creating' then
   redis.call('ZREM', KEYS[9], ARGV[4])
   return {'stale', now}
 end
+-- A record of this version (v) without 'sent' never reached send.lua: nothing went out, so the
+-- attempt simply starts again (a record without v predates the marker and stays ambiguous).
+if record and record.v and not record.sent then
+  redis.call('HDEL', KEYS[4], number .. ':' .. attempt)
+  if progress.ts and progress.ts[#progress.ts] == record.t0 then table.remove(progress.ts) end
+  record = nil
+end
 
 local function release()
   redis.call('ZREM', KEYS[6], attempt_id)
@@ -81,7 +88,7 @@ if record and not record.amb then
 end
 if not record then
   verdict = 'go'
-  set_json(KEYS[4], number .. ':' .. attempt, {st = 'creating', t0 = now})
+  set_json(KEYS[4], number .. ':' .. attempt, {st = 'creating', t0 = now, v = 2})
   progress.ts = progress.ts or {}
   table.insert(progress.ts, now)
   set_json(KEYS[3], number, progress)
