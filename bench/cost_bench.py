@@ -53,6 +53,7 @@ class Figures:
     scripts: dict[str, int]
     pickups: int
     gets: int
+    receiver_cpu: float = 0.0
 
     @property
     def ms_per_call(self) -> float:
@@ -146,11 +147,13 @@ def ours(url: str, work: Path, args: argparse.Namespace, talk: int, *, webhooks:
         try:
             wait_idle(pids)
             before_cpu, before = cpu_of(pids), read_counts(counts)
+            receiver_before = cpu_of(pids[:-1])
             started = time.monotonic()
             benchlib.load_campaign(fleet, work, name, args.calls)
             fleet.wait_until_finished(name, timeout=120 + args.calls / args.cps + 5 * talk * args.time_scale, poll=0.1)
             seconds = time.monotonic() - started
             cpu = cpu_of(pids) - before_cpu
+            receiver_cpu = cpu_of(pids[:-1]) - receiver_before
             time.sleep(0.5)  # the counter file is rewritten every 0.2 s
             after = read_counts(counts)
         finally:
@@ -170,6 +173,7 @@ def ours(url: str, work: Path, args: argparse.Namespace, talk: int, *, webhooks:
         scripts=scripts,
         pickups=after['pickups'] - before['pickups'],
         gets=int(stats['requests'].get('get_call', 0)),
+        receiver_cpu=receiver_cpu,
     )
 
 
@@ -274,6 +278,10 @@ def report(figures: Figures, base: Figures | None, created: int) -> None:
     if base is not None:
         line += f' = {figures.ms_per_call / base.ms_per_call:.2f}x the baseline ({base.ms_per_call:.2f} ms)'
     print(line)
+    if figures.receiver_cpu:
+        worker_ms = (figures.cpu - figures.receiver_cpu) / figures.calls * 1000
+        receiver_ms = figures.receiver_cpu / figures.calls * 1000
+        print(f'  of which the worker {worker_ms:.2f} ms, the webhook receiver {receiver_ms:.2f} ms')
     if figures.scripts:
         per = {name: n / max(created, 1) for name, n in sorted(figures.scripts.items(), key=lambda x: -x[1])}
         print('  script runs per call: ' + ', '.join(f'{name} {value:.2f}' for name, value in per.items()))

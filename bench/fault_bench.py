@@ -372,6 +372,7 @@ def webhook(args: argparse.Namespace, work: Path, url: str) -> dict[str, Any]:
                 )
                 with contextlib.suppress(TimeoutError):
                     wait_for(lambda: float(scenario.campaign().get('sip_seconds', 0)) >= billed, 60, 'billing final')
+                billing_lag = time.time() - scenario.finished_at
                 final = scenario.campaign()
         finally:
             stop.set()
@@ -382,6 +383,7 @@ def webhook(args: argparse.Namespace, work: Path, url: str) -> dict[str, Any]:
     injected = {
         'forged_webhooks': dict(sorted(counts.items())),
         'genuine_webhooks_sent': stats.get('webhooks', {}),
+        'billing_final_after_end_s': round(billing_lag, 1),
         'sip_seconds_dialer_vs_simulator': f'{float(final.get("sip_seconds", 0)):.0f} / {billed}',
     }
     figures['billing_mismatch_s'] = round(abs(float(final.get('sip_seconds', 0)) - billed), 1)

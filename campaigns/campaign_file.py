@@ -16,12 +16,18 @@
 
     dispositions = ["interested", "not_interested", "callback_requested", "do_not_call", "wrong_person"]
     voicemail_message = "..."   # system_prompt campaigns: what leaveVoicemail says
+    recording = true             # Ultravox records each call; the attempt export links the recordings
 
     [retry]
     retry_on = ["no_answer", "busy", "voicemail"]
     delays = { no_answer = 3600, busy = 600, voicemail = 10800 }
     retry_dispositions = ["callback_requested"]
     disposition_delays = { callback_requested = 86400 }   # when no call-back time was named
+
+    [callbacks]                  # a contact calling back (README "Call-backs")
+    agent_id = "..."             # who answers (default: the campaign's agent)
+    close_contact = true         # an answered call-back ends outbound attempts (outcome called_back)
+    route_after_end = 604800     # seconds after the last dial that call-backs still reach an ended campaign
 
 Every problem names the file and the line (syntax) or the field (settings).
 """
@@ -58,8 +64,10 @@ TOP_LEVEL_KEYS = (
     'start_at',
     'dispositions',
     'voicemail_message',
+    'recording',
     'hours',
     'retry',
+    'callbacks',
 )
 TABLE_KEYS = {
     'hours': ('start', 'end', 'days', 'legal_bound'),
@@ -72,6 +80,7 @@ TABLE_KEYS = {
         'retry_dispositions',
         'disposition_delays',
     ),
+    'callbacks': ('agent_id', 'close_contact', 'route_after_end'),
 }
 COMMAND_LINE = 'command line'
 

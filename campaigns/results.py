@@ -354,11 +354,12 @@ def _provider_price(attempts: list[dict[str, Any]]) -> str:
 class _RowWriter:
     """Rows as CSV (phone numbers as written, formulas neutralised) or JSON lines, onto a text handle."""
 
-    def __init__(self, handle: IO[str], fmt: Literal['csv', 'jsonl']) -> None:
+    def __init__(self, handle: IO[str], fmt: Literal['csv', 'jsonl'], columns: Sequence[str] = EXPORT_COLUMNS) -> None:
         self.handle = handle
+        self.columns = columns
         self.csv = csv.writer(handle) if fmt == 'csv' else None
         if self.csv is not None:
-            self.csv.writerow(EXPORT_COLUMNS)
+            self.csv.writerow(columns)
 
     def write(self, rows: Iterable[dict[str, Any]]) -> None:
         for row in rows:
@@ -366,7 +367,7 @@ class _RowWriter:
                 self.handle.write(json.dumps(row, ensure_ascii=False, separators=(',', ':')) + '\n')
                 continue
             cells = []
-            for column in EXPORT_COLUMNS:
+            for column in self.columns:
                 value = row[column]
                 if column == 'context':
                     value = json.dumps(value, ensure_ascii=False, separators=(',', ':')) if value else ''
@@ -383,11 +384,11 @@ class _RowWriter:
 class _AtomicWriter(_RowWriter):
     """Rows go to a temporary file beside the output, renamed over it only when complete."""
 
-    def __init__(self, output: Path, fmt: Literal['csv', 'jsonl']) -> None:
+    def __init__(self, output: Path, fmt: Literal['csv', 'jsonl'], columns: Sequence[str] = EXPORT_COLUMNS) -> None:
         self.output = output
         fd, name = tempfile.mkstemp(prefix=f'.{output.name}.', suffix='.tmp', dir=output.parent)
         self.tmp = Path(name)
-        super().__init__(os.fdopen(fd, 'w', encoding='utf-8', newline=''), fmt)
+        super().__init__(os.fdopen(fd, 'w', encoding='utf-8', newline=''), fmt, columns)
 
     def commit(self) -> None:
         self.handle.flush()

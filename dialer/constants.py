@@ -99,7 +99,25 @@ def campaign_keys(name: str) -> list[str]:
         campaign_progress(name),
         campaign_attempts(name),
         campaign_loads(name),
+        campaign_inbound(name),
     ]
+
+
+def campaign_inbound(name: str) -> str:
+    """HASH call-back id -> inbound call record JSON (number, call id, state, times, outcome, billing).
+
+    Owned by the campaign (deleted with it): a contact's call-backs are part of its record.
+    """
+    return f'dialer:campaign:{name}:inbound'
+
+
+def callback(number: str) -> str:
+    """STRING JSON ``{c: campaign, i: contact id, a: attempt id, f: caller id we showed, t: Redis ms}``:
+    the campaign that last dialled ``number`` (E.164), so that a call back from it is routed in O(1).
+
+    Written by ``send.lua`` right before each create, with a TTL of ``DIALER_CALLBACK_RETENTION``.
+    """
+    return f'dialer:callback:{number}'
 
 
 def trunk_slots(trunk: str) -> str:
@@ -154,3 +172,54 @@ def trunk_unsent(trunk: str) -> str:
 def webhook_seen(digest: str) -> str:
     """STRING with a TTL of twice the webhook max age: a delivery (body + timestamp digest) already seen."""
     return f'dialer:webhook:seen:{digest[:64]}'
+
+
+# ---------------------------------------------------------------------------------------------- outbox
+# Result webhooks (dialer/outbox.py, dialer/lua/_outbox.lua). TTL story: an event lives in EVENTS and
+# LOG until it is older than ``DIALER_OUTBOX_RETENTION_HOURS`` and delivered (or given up) at every
+# destination (the delivery loop trims it), or until ``DIALER_OUTBOX_MAX_EVENTS`` newer events push
+# it out (a pending one is then counted as dropped). A destination's keys hold only undelivered
+# events and empty themselves as deliveries succeed; its dead-letter ZSET is trimmed with the log.
+
+#: HASH event id -> event JSON (id, type, Redis ms, per-key sequence, ordering key, data).
+OUTBOX_EVENTS: Final = 'dialer:outbox:events'
+#: ZSET event id -> Redis ms appended: every retained event, oldest first (trimming, replay).
+OUTBOX_LOG: Final = 'dialer:outbox:log'
+#: HASH ``seq`` (event counter), ``dropped:<destination>`` (pushed out by the cap while pending).
+OUTBOX_STATE: Final = 'dialer:outbox:state'
+
+
+def outbox_queue(destination: str) -> str:
+    """ZSET (score 0, lexical) ``<ordering key>|<seq>|<event id>``: events not yet delivered there."""
+    return f'dialer:outbox:dest:{destination}:queue'
+
+
+def outbox_heads(destination: str) -> str:
+    """ZSET ordering key -> Redis ms its oldest undelivered event is next tried (leases push it ahead)."""
+    return f'dialer:outbox:dest:{destination}:heads'
+
+
+def outbox_pending(destination: str) -> str:
+    """ZSET event id -> Redis ms appended: undelivered events (depth and oldest age)."""
+    return f'dialer:outbox:dest:{destination}:pending'
+
+
+def outbox_tries(destination: str) -> str:
+    """HASH event id -> failed deliveries so far (backoff); deleted with the delivery."""
+    return f'dialer:outbox:dest:{destination}:tries'
+
+
+def outbox_dead(destination: str) -> str:
+    """ZSET event id -> Redis ms given up (retried for ``DIALER_OUTBOX_RETRY_HOURS``): replayable."""
+    return f'dialer:outbox:dest:{destination}:dead'
+
+
+def outbox_destination_keys(destination: str) -> list[str]:
+    """A destination's keys, in the order the outbox scripts take them."""
+    return [
+        outbox_queue(destination),
+        outbox_heads(destination),
+        outbox_pending(destination),
+        outbox_tries(destination),
+        outbox_dead(destination),
+    ]

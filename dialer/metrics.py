@@ -121,3 +121,36 @@ PROVIDER_CALLBACKS = Counter(
     'Provider status callbacks received, by trunk kind and verdict.',
     ['kind', 'verdict'],
 )
+
+# --- result webhooks (dialer/outbox.py); depth and age of the outbox come from the exporter -----------
+OUTBOX_DELIVERIES = Counter(
+    'dialer_outbox_deliveries_total',
+    'Result-webhook deliveries tried by this worker, by destination and result (delivered, failed, dead).',
+    ['destination', 'result'],
+)
+OUTBOX_DELIVERY_SECONDS = Histogram(
+    'dialer_outbox_delivery_seconds',
+    'Time one result-webhook POST took, whatever its answer.',
+    ['destination'],
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+# Call-backs (workers/sip_fallback.py, workers/provider_inbound.py, workers/callback_tracking.py).
+# ``direction`` (outbound / inbound) appears on these new metrics only; the older ones stay outbound.
+CALLBACKS = Counter(
+    'dialer_callbacks_total',
+    'Incoming calls answered by the fallback handler or a provider inbound webhook, by route taken.',
+    ['source', 'verdict'],
+)
+CALLBACK_ROUTE_SECONDS = Histogram(
+    'dialer_callback_route_seconds',
+    'Time to answer a fallback-handler request (signature to answer).',
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+CALLS_BY_DIRECTION = Counter(
+    'dialer_calls_by_direction_total', 'Calls seen to end, by direction and outcome.', ['direction', 'outcome']
+)
+BILLED_SECONDS_BY_DIRECTION = Counter(
+    'dialer_billed_seconds_by_direction_total',
+    'Billed seconds counted once final, by direction and meter (sip, agent).',
+    ['direction', 'meter'],
+)

@@ -46,11 +46,16 @@ class Outcome(StrEnum):
     #: Answered by a machine: the agent used its ``leaveVoicemail`` tool (``voicemail_left`` says
     #: whether a message was left). Retried by default, in another hour of the day.
     VOICEMAIL = 'voicemail'
+    #: The contact called us back and the call was answered (campaign option ``callbacks.close_contact``):
+    #: closed without another outbound attempt (an attempt already claimed is stopped by send.lua).
+    CALLED_BACK = 'called_back'
 
 
 #: Outcomes that can never be retried: a retry would call a person who answered, a number that does
-#: not exist, someone who asked not to be called, or a contact the operator withdrew.
-NEVER_RETRIED = frozenset({Outcome.ANSWERED, Outcome.INVALID_NUMBER, Outcome.DNC, Outcome.CANCELLED})
+#: not exist, someone who asked not to be called, a contact the operator withdrew, or one who called us.
+NEVER_RETRIED = frozenset(
+    {Outcome.ANSWERED, Outcome.INVALID_NUMBER, Outcome.DNC, Outcome.CANCELLED, Outcome.CALLED_BACK}
+)
 
 
 class ContactStatus(StrEnum):
@@ -197,6 +202,23 @@ class RetryPolicy(_Strict):
         return self
 
 
+#: Ultravox agent ids are UUIDs; a looser pattern keeps simulator and test ids usable.
+AGENT_ID_PATTERN = r'^[A-Za-z0-9-]{1,64}$'
+
+
+class CallbackPolicy(_Strict):
+    """What happens when a contact of the campaign calls back (workers/sip_fallback.py)."""
+
+    #: The agent that answers a call-back; None = the campaign's own agent (or, for a system-prompt
+    #: campaign, an ad-hoc call with its prompt).
+    agent_id: str | None = Field(default=None, pattern=AGENT_ID_PATTERN)
+    #: An answered call-back closes the contact (outcome ``called_back``): no further outbound attempt.
+    close_contact: bool = True
+    #: Once the campaign has ended (completed or cancelled), call-backs are still routed to it for this
+    #: many seconds after the contact was last dialled; later callers get the unknown-caller default.
+    route_after_end: float = Field(default=7 * 86400.0, ge=0)
+
+
 #: phonenumbers' PhoneNumberType names, lower-case (campaigns/numbers.py maps them).
 NUMBER_TYPES: tuple[str, ...] = (
     'fixed_line', 'mobile', 'fixed_line_or_mobile', 'toll_free', 'premium_rate', 'shared_cost', 'voip',
@@ -243,6 +265,11 @@ class CampaignConfig(_Strict):
     #: Ad-hoc (system prompt) campaigns: the message the built-in ``leaveVoicemail`` tool leaves; None
     #: = the agent decides (agent campaigns configure their tools on the agent).
     voicemail_message: str | None = Field(default=None, min_length=1, max_length=1000)
+    #: Call-backs from the campaign's contacts (agent, closing the contact, routing after the end).
+    callbacks: CallbackPolicy = CallbackPolicy()
+    #: Ask Ultravox to record each call (``recordingEnabled``); the attempt export then links each
+    #: answered call's recording (``/api/calls/{id}/recording``).
+    recording: bool = False
 
     @field_validator('dispositions')
     @classmethod

@@ -14,6 +14,7 @@ from importlib.resources import files
 from typing import TYPE_CHECKING, Any, Final
 
 from dialer import constants as k
+from dialer.outbox import NO_OUTBOX, Outbox
 
 
 if TYPE_CHECKING:
@@ -42,13 +43,21 @@ _NAMES: Final = (
     'lift_fault',
     'requeue',
     'send',
+    'outbox_append',
+    'outbox_lease',
+    'outbox_ack',
+    'outbox_nack',
+    'outbox_replay',
+    'outbox_trim',
 )
 
 
 @cache
 def _source(name: str) -> str:
     lua = files('dialer') / 'lua'
-    return (lua / '_prelude.lua').read_text() + '\n' + (lua / f'{name}.lua').read_text()
+    # the outbox comes first: the prelude's maybe_complete appends campaign.completed through it
+    parts = [(lua / '_outbox.lua').read_text(), (lua / '_prelude.lua').read_text(), (lua / f'{name}.lua').read_text()]
+    return '\n'.join(parts)
 
 
 def register(redis: Redis, name: str) -> AsyncScript:
@@ -97,9 +106,21 @@ def job_ref_parts(job_ref: str) -> tuple[str, str, int]:
     return k.parse_attempt_id(job_ref.split('#', 1)[0])
 
 
+@dataclass(frozen=True, slots=True)
+class Leased:
+    """One event leased for delivery to a destination (``Scripts.outbox_lease``)."""
+
+    ordering_key: str
+    member: str
+    event: str
+    failures: int
+
+
 class Scripts:
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, outbox: Outbox = NO_OUTBOX) -> None:
         self.redis = redis
+        #: Where the scripts that record facts append their events (closed: no destinations).
+        self.outbox = outbox
         self._scripts: dict[str, AsyncScript] = {name: register(redis, name) for name in _NAMES}
 
     async def _run(self, name: str, keys: Sequence[str], args: Sequence[object]) -> Any:
@@ -242,6 +263,8 @@ class Scripts:
             k.trunk_failures(trunk),
             k.trunk_hold(trunk),
             k.AMBIGUOUS,
+            k.campaign_contacts(name),
+            *self.outbox.keys(),
         ]
         args = [
             name,
@@ -255,6 +278,7 @@ class Scripts:
             billing_poll_ms,
             job_ref,
             *breaker,
+            *self.outbox.args(),
         ]
         return bool(await self._run('finish', keys, args))
 
@@ -303,11 +327,18 @@ class Scripts:
         forgotten, left, lookups = await self._run('forget', keys, [number, attempt, attempt_id, quarantine_ms])
         return Forgotten(bool(forgotten), int(left), int(lookups))
 
-    async def send(self, attempt_id: str) -> str:
-        """Right before the create: ``go`` (now marked as possibly sent), or why it must not go."""
+    async def send(
+        self, attempt_id: str, *, contact_id: str = '', caller_id: str = '', callback_retention_ms: int = 0
+    ) -> str:
+        """Right before the create: ``go`` (now marked as possibly sent), or why it must not go.
+
+        With ``callback_retention_ms`` the call-back index entry of the number (``k.callback``) is
+        written in the same step: a call back from it reaches this campaign's contact.
+        """
         name, number, attempt = k.parse_attempt_id(attempt_id)
-        keys = [k.campaign(name), k.campaign_attempts(name), k.DNC]
-        return str(await self._run('send', keys, [number, attempt]))
+        keys = [k.campaign(name), k.campaign_attempts(name), k.DNC, k.campaign_progress(name), k.callback(number)]
+        args = [number, attempt, name, contact_id, caller_id, callback_retention_ms]
+        return str(await self._run('send', keys, args))
 
     async def lift_fault(self) -> bool:
         """Lift the account's fault hold (not a 429 hold); True if one was lifted."""
@@ -347,3 +378,41 @@ class Scripts:
         keys = [k.campaign(name), k.campaign_progress(name), k.campaign_attempts(name), k.campaign_due(name)]
         keys.append(k.trunk_campaigns(trunk))
         return int(await self._run('requeue', keys, [name, outcome, reason, *numbers]))
+
+    # ------------------------------------------------------------------------------------------ outbox
+
+    async def outbox_append(self, outbox: Outbox, event_type: str, ordering_key: str, data: Any) -> str | None:
+        keys, args = outbox.keys(), outbox.args()
+        result = await self._run(
+            'outbox_append', keys, [event_type, ordering_key, json.dumps(data, separators=(',', ':')), *args]
+        )
+        return str(result) or None
+
+    async def outbox_lease(self, destination: str, limit: int, lease_ms: int) -> list[Leased]:
+        queue, heads, pending, tries, _ = k.outbox_destination_keys(destination)
+        flat = await self._run('outbox_lease', [k.OUTBOX_EVENTS, queue, heads, pending, tries], [limit, lease_ms])
+        return [
+            Leased(str(flat[i]), str(flat[i + 1]), str(flat[i + 2]), int(flat[i + 3])) for i in range(0, len(flat), 4)
+        ]
+
+    async def outbox_ack(self, destination: str, leased: Leased, event_id: str) -> bool:
+        keys = k.outbox_destination_keys(destination)[:4]
+        return bool(await self._run('outbox_ack', keys, [leased.ordering_key, leased.member, event_id]))
+
+    async def outbox_nack(
+        self, destination: str, leased: Leased, event_id: str, *, retry_window_ms: int, delay_ms: int
+    ) -> str:
+        keys = k.outbox_destination_keys(destination)
+        args = [leased.ordering_key, leased.member, event_id, retry_window_ms, delay_ms]
+        return str(await self._run('outbox_nack', keys, args))
+
+    async def outbox_replay(self, destination: str, since_ms: int, offset: int, page: int) -> tuple[int, int]:
+        keys = [k.OUTBOX_EVENTS, k.OUTBOX_LOG, *k.outbox_destination_keys(destination)]
+        queued, read = await self._run('outbox_replay', keys, [since_ms, offset, page])
+        return int(queued), int(read)
+
+    async def outbox_trim(self, destinations: Sequence[str], retention_ms: int, limit: int = 500) -> int:
+        keys = [k.OUTBOX_EVENTS, k.OUTBOX_LOG]
+        for dest in destinations:
+            keys += [k.outbox_pending(dest), k.outbox_dead(dest)]
+        return int(await self._run('outbox_trim', keys, [retention_ms, limit]))

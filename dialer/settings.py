@@ -9,6 +9,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from dialer.outbox import ResultWebhook
+
 
 #: Ultravox account limits per plan (NOTES.md): creations per second, per minute, concurrent calls.
 PLAN_LIMITS: dict[str, tuple[float, int, int | None]] = {
@@ -119,11 +121,53 @@ class Settings(BaseSettings):
     #: Key of the per-call tool tokens (HMAC of the attempt id); required with ``tool_base_url``.
     tool_secret: SecretStr | None = None
 
+    #: Call-backs (workers/sip_fallback.py): how long the number -> campaign index keeps each dialled
+    #: number after its last dial, in seconds (0: no index is written, call-backs reach the defaults).
+    callback_retention: float = Field(default=30 * 86400.0, ge=0)
+    #: Secrets of the SIP fallback handler (``dialer sip fallback set``): JSON list, several for rotation.
+    sip_fallback_secrets: list[SecretStr] = Field(default_factory=list)
+    #: Agent that answers a caller no campaign dialled (unset: the call is rejected with the reject code).
+    callback_default_agent: str | None = Field(default=None, pattern=r'^[A-Za-z0-9-]{1,64}$')
+    #: Agent that answers a caller on the DNC list (an opt-out line; unset: rejected with the reject code).
+    callback_dnc_agent: str | None = Field(default=None, pattern=r'^[A-Za-z0-9-]{1,64}$')
+    #: SIP code of a refused call-back (603 Decline; any 400-699).
+    callback_reject_code: int = Field(default=603, ge=400, le=699)
+    #: Provider numbers: the Ultravox create made while the provider waits for our answer is cut off
+    #: after this many seconds (the provider's own webhook deadline is about 15 s).
+    callback_create_timeout: float = Field(default=5.0, gt=0, le=14)
+    #: Public base URL of ``dialer webhooks`` as providers reach it; ``dialer trunks check`` prints the
+    #: exact inbound webhook URL of each provider number from it (falls back to DIALER_TOOL_BASE_URL).
+    webhook_base_url: str | None = Field(default=None, pattern=r'^https?://[^\s?#]+$')
+
+    #: Result webhooks (dialer/outbox.py): JSON list of ``{"url": ..., "secret": ...}`` (``secret`` may be a
+    #: list, for rotation; an optional ``name`` labels the destination's metrics). Empty: no events.
+    result_webhooks: list[ResultWebhook] = Field(default_factory=list)
+    #: Events kept in Redis at most (the oldest go first; one still undelivered is counted as dropped).
+    outbox_max_events: int = Field(default=500_000, ge=100)
+    #: How long an undelivered event is retried (exponential backoff) before it is given up (replayable).
+    outbox_retry_hours: float = Field(default=24.0, gt=0)
+    #: Longest pause between two tries of one event (the backoff doubles from 1 s up to this).
+    outbox_backoff_cap: float = Field(default=900.0, gt=0)
+    #: Delivered events are kept this long for ``dialer outbox replay``; at least the retry window.
+    outbox_retention_hours: float = Field(default=72.0, gt=0)
+    #: Deliveries one worker runs at once, and the timeout of each (connect and read, seconds).
+    outbox_concurrency: int = Field(default=16, ge=1)
+    outbox_timeout: float = Field(default=10.0, gt=0)
+
     breaker_threshold: int = Field(default=5, ge=1)
     breaker_cooldown: float = Field(default=30.0, gt=0)
 
     log_level: Literal['debug', 'info', 'warning', 'error'] = 'info'
     log_format: Literal['console', 'json'] = 'console'
+
+    @model_validator(mode='after')
+    def _outbox_retention_covers_retries(self) -> Settings:
+        if self.outbox_retention_hours < self.outbox_retry_hours:
+            raise ValueError('DIALER_OUTBOX_RETENTION_HOURS must be at least DIALER_OUTBOX_RETRY_HOURS')
+        names = [hook.destination_id for hook in self.result_webhooks]
+        if len(set(names)) != len(names):
+            raise ValueError('DIALER_RESULT_WEBHOOKS: two destinations share a url or name')
+        return self
 
     @model_validator(mode='after')
     def _tool_secret_with_url(self) -> Settings:

@@ -183,6 +183,8 @@ def build_create_request(
         path = '/api/calls'
         body['systemPrompt'] = fill_placeholders(config.system_prompt or '', context)
     body.update(tool_fields(config, attempt_id, tools))
+    if config.recording:
+        body['recordingEnabled'] = True
     params = {'throttle': config.throttle} if config.throttle else {}
     return CreateCallRequest(path=path, params=params, body=body)
 

@@ -39,6 +39,15 @@ CALL_REQUEST = 'ultravox.v1.StartCallRequest'
 _5XX = ((503, 'Service temporarily unavailable'), (500, 'Internal server error'), (502, 'Bad gateway'))
 
 
+#: 0.1 s of 8 kHz 16-bit mono silence: what a recording download returns.
+_SILENT_WAV = (
+    b'RIFF' + (36 + 1600).to_bytes(4, 'little') + b'WAVEfmt ' + (16).to_bytes(4, 'little')
+    + (1).to_bytes(2, 'little') + (1).to_bytes(2, 'little') + (8000).to_bytes(4, 'little')
+    + (16000).to_bytes(4, 'little') + (2).to_bytes(2, 'little') + (16).to_bytes(2, 'little')
+    + b'data' + (1600).to_bytes(4, 'little') + bytes(1600)
+)  # fmt: skip
+
+
 def _error(status: int, detail: str, headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
     return JSONResponse({'detail': detail, **extra}, status_code=status, headers=headers)
 
@@ -203,6 +212,19 @@ class Simulator:
             self.rejected['not_found_404'] += 1
             return _error(404, 'Not found.')
         return self.agent.page(request, plan, self.config.default_page_size, self.config.max_page_size)
+
+    async def get_recording(self, request: Request) -> Response:
+        """``GET /api/calls/{id}/recording``: a (silent) WAV for an ended, answered call created with
+        ``recordingEnabled``; 404 otherwise, as Ultravox has nothing to return."""
+        self.requests['get_recording'] += 1
+        if (denied := self.auth_error(request)) is not None:
+            return denied
+        plan = self.store.by_id.get(request.path_params['call_id'])
+        view = plan.view(time.time()) if plan is not None else {}
+        if not view.get('recordingEnabled') or not view.get('joined') or not view.get('ended'):
+            self.rejected['not_found_404'] += 1
+            return _error(404, 'Not found.')
+        return Response(_SILENT_WAV, media_type='audio/wav')
 
     async def get_agent(self, request: Request) -> Response:
         self.requests['get_agent'] += 1
@@ -410,6 +432,7 @@ def build_app(config: SimulatorConfig | None = None) -> Starlette:
         Route('/api/agents/{agent_id}', sim.get_agent, methods=['GET']),
         Route('/api/calls/{call_id}/sip_logs', sim.sip_logs, methods=['GET']),
         Route('/api/calls/{call_id}/messages', sim.list_messages, methods=['GET']),
+        Route('/api/calls/{call_id}/recording', sim.get_recording, methods=['GET']),
         *providers.UltravoxProviderRoutes(sim).routes(),
         *provider_api.routes(sim),
         Route('/_sim/health', sim.health, methods=['GET']),

@@ -157,6 +157,7 @@ class CallPlan:
             'agent_billed_seconds': self.billed,
             'medium': self.medium,
             'tool_calls': self.tool_calls,
+            'recordingEnabled': bool(self.base.get('recordingEnabled')),
         }
 
 

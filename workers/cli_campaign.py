@@ -430,24 +430,54 @@ def status(name: str, *, as_json: bool, watch: bool, interval: float) -> None:
 @click.option(
     '--output', required=True, type=click.Path(path_type=Path, allow_dash=True), help='File to write, or - for stdout.'
 )
-@click.option('--format', 'fmt', type=click.Choice(['csv', 'jsonl']), default='csv', show_default=True)
-def export(name: str, output: Path, fmt: str) -> None:
+@click.option(
+    '--format',
+    'fmt',
+    type=click.Choice(['csv', 'jsonl', 'parquet']),
+    default='csv',
+    show_default=True,
+    help="parquet: with --attempts, needs pip install 'dialer[parquet]'.",
+)
+@click.option('--attempts', is_flag=True, help='One row per attempt (trunk, call id, times, outcome, billing, ...).')
+def export(name: str, output: Path, fmt: str, *, attempts: bool) -> None:
     """One row per contact: outcome, attempts, call ids, times, durations, billed SIP seconds.
 
-    ``--output -`` writes the rows to standard output (the count goes to standard error).
+    ``--attempts``: one row per attempt instead. ``--output -`` writes the rows to standard output
+    (the count goes to standard error).
     """
+    from campaigns.attempt_export import export_attempts  # noqa: PLC0415
+
     settings = load_settings()
     to_stdout = str(output) == '-'
+    if fmt == 'parquet' and not attempts:
+        raise click.BadParameter('parquet is for --attempts exports', param_hint='--format')
 
     async def go() -> int:
         redis = redis_client(settings)
+        target = sys.stdout if to_stdout else output
         try:
-            return int(await results.export_results(redis, name, sys.stdout if to_stdout else output, fmt))
+            if attempts:
+                written = await export_attempts(
+                    redis, name, target, fmt, caller_ids=_caller_ids(settings.trunks_file),
+                    ultravox_base_url=settings.ultravox_base_url,
+                )  # fmt: skip
+                return int(written)
+            return int(await results.export_results(redis, name, target, fmt))
         finally:
             await redis.aclose()
 
     written = run(go())
-    click.echo(f'{written} contacts written to {"standard output" if to_stdout else output}', err=to_stdout)
+    what = 'attempts' if attempts else 'contacts'
+    click.echo(f'{written} {what} written to {"standard output" if to_stdout else output}', err=to_stdout)
+
+
+def _caller_ids(trunks_file: Path) -> dict[str, str]:
+    """Trunk name -> caller id, for the attempt export; none when the trunks file is not readable here."""
+    try:
+        registry = TrunkRegistry(trunks_file)
+    except (TrunkConfigError, OSError):
+        return {}
+    return {name: str(getattr(trunk, 'caller_id', '') or '') for name, trunk in registry.trunks.items()}
 
 
 @campaign.command()

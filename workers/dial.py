@@ -138,7 +138,12 @@ async def _create(
     for tries in range(1, CREATE_TRIES + 1):
         if not await _wait_for_rate_token(rt, job_ref, attempt_id, trunk):
             return 'rate_wait'
-        verdict = await rt.scripts.send(attempt_id)
+        verdict = await rt.scripts.send(
+            attempt_id,
+            contact_id=str(request.body.get('metadata', {}).get('contact_id', '')),
+            caller_id=trunk.caller_id,
+            callback_retention_ms=int(rt.settings.callback_retention * 1000),
+        )
         if verdict != 'go':
             return await _not_sent(rt, job_ref, attempt_id, config, trunk, verdict)
         try:
@@ -192,6 +197,9 @@ async def _not_sent(
     if verdict == 'dnc':
         # opted out meanwhile (e.g. in another campaign's call): closed, never dialled
         await _close(rt, attempt_id, config, job_ref, Outcome.DNC, 'on the do-not-call list at dial time')
+    elif verdict == 'closed':
+        # the contact called back and was answered meanwhile (workers/callback_tracking.py)
+        await _close(rt, attempt_id, config, job_ref, Outcome.CALLED_BACK, 'closed by an answered call-back')
     elif verdict in {'paused', 'cancelled'}:
         await rt.scripts.hand_back(job_ref, trunk.name)
         metrics.ATTEMPTS_HANDED_BACK.labels(trunk=trunk.name, reason=verdict).inc()

@@ -23,7 +23,9 @@ from prometheus_client.registry import Collector
 from campaigns.results import to_float, to_int
 from dialer import constants as k
 from dialer.models import CampaignState, ContactStatus, Outcome
+from dialer.outbox import Outbox
 from dialer.trunks import TrunkConfigError, TrunkRegistry
+from workers.outbox_status import OUTBOX_METRIC_NAMES, OutboxCollector
 
 
 if TYPE_CHECKING:
@@ -68,6 +70,7 @@ METRIC_NAMES: Final = frozenset(
         'dialer_exporter_scrape_duration_seconds',
         'dialer_exporter_scrape_errors_total',
     }
+    | OUTBOX_METRIC_NAMES
 )
 
 MINUTE_MS = 60_000
@@ -343,7 +346,10 @@ def build_registry(settings: Settings, redis: redis_sync.Redis | None = None) ->
     trunks = _Trunks(TrunkRegistry(settings.trunks_file))
     # auto_describe off: registering must not read Redis (the collector has no fixed description)
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(DialerCollector(redis or sync_redis_client(settings), trunks, settings.account_limits))
+    client = redis or sync_redis_client(settings)
+    registry.register(DialerCollector(client, trunks, settings.account_limits))
+    # result-webhook outbox depth and age (nothing when no destination is configured)
+    registry.register(OutboxCollector(client, Outbox.from_settings(settings)))
     return registry
 
 

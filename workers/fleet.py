@@ -82,6 +82,18 @@ class LocalFleet:
         with redis.Redis.from_url(self.redis_url, decode_responses=True) as client:
             return dict(client.hgetall(k.campaign(name)))
 
+    def _log_tails(self, lines: int = 15) -> str:
+        """The end of every worker's log (and whether it is still running), for a failure message."""
+        if self.log_dir is None:
+            return ''
+        tails = []
+        for i, process in enumerate(self.workers):
+            path = self.log_dir / f'worker-{i}.log'
+            text = path.read_text(errors='replace') if path.exists() else ''
+            state = 'running' if process.poll() is None else f'exited {process.returncode}'
+            tails.append(f'\n--- worker-{i} ({state}) ---\n' + '\n'.join(text.splitlines()[-lines:]))
+        return ''.join(tails)
+
     def wait_until_finished(self, name: str, timeout: float = 300, poll: float = 0.25) -> dict[str, str]:
         """Block until the campaign is completed or cancelled with nothing in flight."""
         deadline = time.monotonic() + timeout
@@ -91,5 +103,5 @@ class LocalFleet:
             if data.get('state') == 'completed' or (data.get('state') == 'cancelled' and not in_flight):
                 return data
             if time.monotonic() > deadline:
-                raise TimeoutError(f'campaign {name!r} not finished after {timeout} s: {data}')
+                raise TimeoutError(f'campaign {name!r} not finished after {timeout} s: {data}{self._log_tails()}')
             time.sleep(poll)

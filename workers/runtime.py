@@ -16,6 +16,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from campaigns.lifecycle import read_config
 from dialer import constants as k
 from dialer.logs import register_secrets
+from dialer.outbox import Outbox
 from dialer.scripts import Scripts, SlotLimits
 from dialer.tools import ToolEndpoint
 from dialer.trunks import Trunk, TrunkRegistry
@@ -104,7 +105,8 @@ class Runtime:
         return cls(
             settings=settings,
             redis=redis,
-            scripts=Scripts(redis),
+            # scripts that record facts append their result-webhook events (closed without destinations)
+            scripts=Scripts(redis, Outbox.from_settings(settings)),
             trunks=trunks,
             ultravox=ultravox or UltravoxClient.from_settings(settings),
             configs=ConfigCache(redis),
@@ -193,6 +195,8 @@ def secret_values(settings: Settings, trunks: TrunkRegistry) -> list[str]:
     values += [s.get_secret_value() for s in settings.webhook_secrets]
     if settings.tool_secret is not None:
         values.append(settings.tool_secret.get_secret_value())
+    for hook in settings.result_webhooks:
+        values += [secret.get_secret_value() for secret in hook.secret]
     for trunk in trunks.trunks.values():
         values += [secret.get_secret_value() for secret in trunk.secrets()]
     return values

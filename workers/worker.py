@@ -24,6 +24,7 @@ from dialer import metrics
 from dialer.ultravox import UltravoxClient
 from workers.arq_worker import DialerWorker
 from workers.dial import dial_attempt
+from workers.outbox_delivery import OutboxDelivery
 from workers.pacer import Pacer
 from workers.runtime import RETRIED_ERRORS, Runtime, redis_retry
 from workers.serving import Health, start_metrics_server
@@ -69,6 +70,8 @@ async def startup(ctx: dict[str, Any]) -> None:
     await warm_up(rt)
     pacer, tracker = Pacer(rt, ctx['redis'], ctx['worker_id']), CallTracker(rt)
     ctx['loops'] = [asyncio.create_task(pacer.run(stop)), asyncio.create_task(tracker.run(stop))]
+    # result webhooks: a loop of its own, so a slow or dead destination never slows dialling
+    ctx['loops'].append(asyncio.create_task(OutboxDelivery(rt).run(stop)))
     process.health.loop_turned(redis_up=True)
     log.info('worker_started', worker=ctx['worker_id'], trunks=sorted(rt.trunks.trunks))
 

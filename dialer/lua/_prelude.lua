@@ -53,5 +53,7 @@ local function maybe_complete(campaign, trunk_campaigns, name)
   if open == 0 and redis.call('HEXISTS', campaign, 'loading') == 0 and redis.call('HGET', campaign, 'state') == 'active' then
     redis.call('HSET', campaign, 'state', 'completed')
     redis.call('SREM', trunk_campaigns, name)
+    -- a no-op unless the calling script opened the outbox (dialer/lua/_outbox.lua)
+    outbox_append('campaign.completed', name, {campaign = name}, now_ms())
   end
 end

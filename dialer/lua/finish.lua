@@ -3,10 +3,11 @@
 -- Idempotent: the poller and a webhook may both report the same end.
 -- KEYS: 1 clock, 2 campaign, 3 progress, 4 attempts, 5 due, 6 trunk slots, 7 account slots,
 --       8 trunk unsent, 9 tracking, 10 claimed, 11 trunk campaigns, 12 trunk failures, 13 trunk hold,
---       14 ambiguous attempts
+--       14 ambiguous attempts, 15 contacts, 16.. the outbox tail (dialer/outbox.py)
 -- ARGV: 1 campaign name, 2 number, 3 attempt, 4 outcome, 5 record fields (JSON),
 --       6 retry at ms ('' = final), 7 tracking member ('' = none), 8 billing final ('1'/'0'),
---       9 billing poll ms, 10 job ref ('' = none), 11 breaker threshold, 12 breaker cooldown ms
+--       9 billing poll ms, 10 job ref ('' = none), 11 breaker threshold, 12 breaker cooldown ms,
+--       13.. the outbox tail
 -- Returns 1 if this call recorded the end, 0 if it was already recorded (or names another call).
 local now = now_ms()
 local number, attempt = ARGV[2], tonumber(ARGV[3])
@@ -68,6 +69,26 @@ if ARGV[4] == 'failed' and record.call then
   end
 elseif record.call then
   redis.call('DEL', KEYS[12])
+end
+-- Result webhooks: the events of this end are appended in this same step (an outcome never exists
+-- without its event); maybe_complete below adds campaign.completed.
+if outbox_open(16, 13) then
+  local contact = get_json(KEYS[15], number) or {}
+  local okey = ARGV[1] .. ':' .. number
+  local about = {campaign = ARGV[1], contact_id = contact.i, phone = number}
+  local ended = {campaign = ARGV[1], contact_id = contact.i, phone = number, attempt = attempt,
+                 attempt_id = attempt_id, call_id = record.call, outcome = ARGV[4], end_reason = record.er,
+                 failure_reason = record.r, joined = record.jn, ended = record.en, ended_ms = now,
+                 answered_seconds = record.dur, sip_billed_seconds = record.sip,
+                 agent_billed_seconds = record.agent, billing_source = record.bsrc, billing_final = record.bf == 1,
+                 summary = record.sum, disposition = record.dsp, notes = record.nt,
+                 voicemail = record.vm == 1, voicemail_left = record.vml == 1,
+                 retry_at_ms = (ARGV[6] ~= '' and final_outcome == ARGV[4]) and tonumber(ARGV[6]) or nil}
+  outbox_append('attempt.ended', okey, ended, now)
+  if progress.s == 'done' then
+    about.final_outcome, about.attempts, about.disposition = final_outcome, attempt, record.dsp
+    outbox_append('contact.completed', okey, about, now)
+  end
 end
 maybe_complete(KEYS[2], KEYS[11], ARGV[1])
 return 1

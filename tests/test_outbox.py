@@ -1,0 +1,243 @@
+"""The result-webhook outbox: events appended by the scripts that record facts, leased in order per
+contact, retried, given up, capped, replayed and trimmed (real Redis, a real receiving server)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from dialer import constants as k
+from dialer.outbox import NO_OUTBOX, Outbox, ResultWebhook, append_event, event_body, signed_headers, verify
+from dialer.scripts import Scripts
+from dialer.settings import Settings
+from tests.fleet_helpers import write_trunks
+from tests.result_receiver import ResultReceiver
+from workers.outbox_delivery import OutboxDelivery
+
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+
+SECRET = 'receiver-secret-0123456789'
+NUMBER = '+14155550123'
+
+
+def outbox(*urls: str, max_events: int = 1000) -> Outbox:
+    return Outbox(tuple(ResultWebhook(url=url, secret=SECRET) for url in urls), max_events)
+
+
+async def live_attempt(redis: Redis, name: str = 'spring', number: str = NUMBER, attempt: int = 1) -> str:
+    """A campaign with one contact whose attempt's call is live, as the dial path leaves it."""
+    await redis.hset(k.campaign(name), mapping={'state': 'active', 'n:in_call': 1})
+    await redis.hset(k.campaign_contacts(name), number, json.dumps({'i': 'crm-7', 'l': 2}))
+    await redis.hset(k.campaign_progress(name), number, json.dumps({'s': 'in_call', 'a': attempt, 'c': attempt}))
+    await redis.hset(k.campaign_attempts(name), f'{number}:{attempt}', json.dumps({'st': 'live', 'call': 'call-1'}))
+    return k.attempt_id(name, number, attempt)
+
+
+async def finish(scripts: Scripts, attempt_id: str, outcome: str = 'answered', retry_at_ms: int | None = None) -> bool:
+    fields = {'call': 'call-1', 'er': 'hangup', 'dur': 42.5, 'sip': 48, 'agent': 43, 'bsrc': 'ultravox', 'sum': 'ok'}
+    return await scripts.finish(
+        attempt_id, 'carrier-a', outcome, fields, retry_at_ms=retry_at_ms, billing_final=True, billing_poll_ms=1000
+    )
+
+
+async def stored_events(redis: Redis) -> list[dict[str, Any]]:
+    ids = await redis.zrange(k.OUTBOX_LOG, 0, -1)
+    return [json.loads(raw) for raw in await redis.hmget(k.OUTBOX_EVENTS, ids)] if ids else []
+
+
+async def test_an_attempt_end_and_its_events_are_written_by_the_same_script(redis: Redis) -> None:
+    box = outbox('http://127.0.0.1:9/a')
+    scripts = Scripts(redis, box)
+    assert await finish(scripts, await live_attempt(redis))
+    events = await stored_events(redis)
+    assert [e['type'] for e in events] == ['attempt.ended', 'contact.completed', 'campaign.completed']
+    ended = events[0]['data']
+    assert ended['campaign'] == 'spring'
+    assert ended['contact_id'] == 'crm-7'
+    assert ended['phone'] == NUMBER
+    assert (ended['attempt'], ended['call_id'], ended['outcome']) == (1, 'call-1', 'answered')
+    assert (ended['sip_billed_seconds'], ended['billing_final'], ended['summary']) == (48, True, 'ok')
+    assert events[1]['data']['final_outcome'] == 'answered'
+    assert events[0]['key'] == events[1]['key'] == f'spring:{NUMBER}'
+    # recorded once: the same end reported again appends nothing
+    assert not await finish(scripts, k.attempt_id('spring', NUMBER, 1))
+    assert len(await stored_events(redis)) == 3
+    dest = box.destination_ids[0]
+    assert await redis.zcard(k.outbox_pending(dest)) == 3
+
+
+async def test_a_retried_attempt_appends_only_attempt_ended(redis: Redis) -> None:
+    scripts = Scripts(redis, outbox('http://127.0.0.1:9/a'))
+    await finish(scripts, await live_attempt(redis), outcome='no_answer', retry_at_ms=10**13)
+    events = await stored_events(redis)
+    assert [e['type'] for e in events] == ['attempt.ended']
+    assert events[0]['data']['retry_at_ms'] == 10**13
+
+
+async def test_without_destinations_nothing_is_written_to_the_outbox(redis: Redis) -> None:
+    assert await finish(Scripts(redis, NO_OUTBOX), await live_attempt(redis))
+    assert not [key async for key in redis.scan_iter('dialer:outbox:*')]
+    assert await append_event(Scripts(redis), NO_OUTBOX, 'contact.opted_out', 'spring:+1', {}) is None
+
+
+async def test_a_contacts_events_are_leased_one_at_a_time_in_order(redis: Redis) -> None:
+    box = outbox('http://127.0.0.1:9/a')
+    scripts, dest = Scripts(redis, box), box.destination_ids[0]
+    first = await append_event(scripts, box, 'attempt.ended', 'c:+1', {'n': 1})
+    await append_event(scripts, box, 'attempt.ended', 'c:+2', {'n': 1})
+    second = await append_event(scripts, box, 'contact.completed', 'c:+1', {'n': 2})
+    leased = await scripts.outbox_lease(dest, 10, 60_000)
+    assert sorted(lease.ordering_key for lease in leased) == ['c:+1', 'c:+2']
+    assert await scripts.outbox_lease(dest, 10, 60_000) == [], 'a leased contact offers nothing more'
+    lease = next(lease for lease in leased if lease.ordering_key == 'c:+1')
+    assert event_body(lease.event)[0] == first
+    assert await scripts.outbox_ack(dest, lease, str(first))
+    assert not await scripts.outbox_ack(dest, lease, str(first)), 'an ack is recorded once'
+    (following,) = await scripts.outbox_lease(dest, 10, 60_000)
+    assert event_body(following.event)[0] == second
+
+
+async def test_a_failing_event_holds_its_contact_back_then_is_given_up_after_the_window(redis: Redis) -> None:
+    box = outbox('http://127.0.0.1:9/a')
+    scripts, dest = Scripts(redis, box), box.destination_ids[0]
+    first = str(await append_event(scripts, box, 'attempt.ended', 'c:+1', {}))
+    second = str(await append_event(scripts, box, 'contact.completed', 'c:+1', {}))
+    (lease,) = await scripts.outbox_lease(dest, 10, 60_000)
+    assert await scripts.outbox_nack(dest, lease, first, retry_window_ms=3_600_000, delay_ms=60_000) == 'retry'
+    assert await scripts.outbox_lease(dest, 10, 60_000) == [], 'the next event waits behind the failing one'
+    await redis.zadd(k.outbox_heads(dest), {'c:+1': 0})  # its backoff is over
+    (again,) = await scripts.outbox_lease(dest, 10, 60_000)
+    assert (event_body(again.event)[0], again.failures) == (first, 1)
+    assert await scripts.outbox_nack(dest, again, first, retry_window_ms=0, delay_ms=1) == 'dead'
+    assert await redis.zrange(k.outbox_dead(dest), 0, -1) == [first]
+    (after,) = await scripts.outbox_lease(dest, 10, 60_000)
+    assert event_body(after.event)[0] == second
+
+
+async def test_the_cap_pushes_out_the_oldest_event_and_counts_it_as_dropped(redis: Redis) -> None:
+    box = outbox('http://127.0.0.1:9/a', max_events=100)
+    scripts, dest = Scripts(redis, box), box.destination_ids[0]
+    ids = [await append_event(scripts, box, 'attempt.ended', f'c:+{i}', {}) for i in range(101)]
+    assert await redis.zcard(k.OUTBOX_LOG) == 100
+    assert not await redis.hexists(k.OUTBOX_EVENTS, str(ids[0]))
+    assert await redis.hget(k.OUTBOX_STATE, f'dropped:{dest}') == '1'
+    assert await redis.zcard(k.outbox_pending(dest)) == 100
+    assert await redis.zscore(k.outbox_heads(dest), 'c:+0') is None
+
+
+async def test_replay_sends_retained_events_again_and_retention_forgets_delivered_ones(redis: Redis) -> None:
+    box = outbox('http://127.0.0.1:9/a')
+    scripts, dest = Scripts(redis, box), box.destination_ids[0]
+    for n in range(3):
+        await append_event(scripts, box, 'attempt.ended', 'c:+1', {'n': n})
+    for _ in range(3):
+        (lease,) = await scripts.outbox_lease(dest, 10, 60_000)
+        await scripts.outbox_ack(dest, lease, event_body(lease.event)[0])
+    assert await redis.zcard(k.outbox_pending(dest)) == 0
+    assert await scripts.outbox_replay(dest, 0, 0, 100) == (3, 3)
+    assert await scripts.outbox_replay(dest, 0, 0, 100) == (0, 3), 'pending events are not queued twice'
+    assert await scripts.outbox_trim([dest], 0) == 0, 'pending events are kept'
+    (lease,) = await scripts.outbox_lease(dest, 10, 60_000)
+    assert json.loads(event_body(lease.event)[2])['data'] == {'n': 0}, 'a replay keeps the order'
+    await redis.delete(k.outbox_queue(dest), k.outbox_pending(dest), k.outbox_heads(dest))
+    assert await scripts.outbox_trim([dest], 0) == 3
+    assert await redis.exists(k.OUTBOX_EVENTS, k.OUTBOX_LOG) == 0
+
+
+def test_signatures_cover_body_and_timestamp_and_rotate() -> None:
+    from datetime import UTC, datetime  # noqa: PLC0415
+
+    from pydantic import SecretStr  # noqa: PLC0415
+
+    now = datetime.now(UTC)
+    secrets = [SecretStr(SECRET), SecretStr('new-secret-0123456789')]
+    headers = signed_headers('ev_1', 'attempt.ended', b'{}', secrets, now)
+    timestamp, signature = headers['X-Dialer-Timestamp'], headers['X-Dialer-Signature']
+    assert verify(b'{}', timestamp, signature, SECRET, now=now)
+    assert verify(b'{}', timestamp, signature, 'new-secret-0123456789', now=now)
+    assert not verify(b'{ }', timestamp, signature, SECRET, now=now)
+    assert not verify(b'{}', timestamp, signature, 'another-secret-0123456', now=now)
+
+
+def test_bad_destinations_are_refused_naming_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    for value in (
+        '[{"url": "ftp://x", "secret": "0123456789abcdef"}]',
+        '[{"url": "https://x.example/h", "secret": "short"}]',
+        '[{"url": "https://x.example/h", "secret": "0123456789abcdef", "name": "Bad Name"}]',
+        json.dumps([{'url': 'https://x.example/h', 'secret': '0123456789abcdef'}] * 2),
+    ):
+        monkeypatch.setenv('DIALER_RESULT_WEBHOOKS', value)
+        with pytest.raises(ValueError, match=r'result_webhooks|RESULT_WEBHOOKS'):
+            Settings()
+
+
+async def test_a_down_receiver_gets_every_event_once_in_order_when_it_is_back(redis: Redis, redis_url: str) -> None:
+    receiver = ResultReceiver(SECRET)
+    settings = Settings(
+        redis_url=redis_url,
+        result_webhooks=[ResultWebhook(url=receiver.url, secret=SECRET)],
+        outbox_timeout=1,
+        outbox_backoff_cap=0.5,
+    )
+    box = Outbox.from_settings(settings)
+    scripts = Scripts(redis, box)
+    expected = [
+        await append_event(scripts, box, 'attempt.ended', contact, {'n': n, 'contact': contact})
+        for n in range(4)
+        for contact in ('c:+1', 'c:+2', 'c:+3')
+    ]
+    delivery = OutboxDelivery(SimpleNamespace(settings=settings, scripts=scripts))  # type: ignore[arg-type]
+    stop = asyncio.Event()
+    loop = asyncio.create_task(delivery.run(stop))
+    dest = box.destination_ids[0]
+
+    async def failures_seen() -> None:
+        while not await redis.hlen(k.outbox_tries(dest)):
+            await asyncio.sleep(0.05)
+
+    await asyncio.wait_for(failures_seen(), 30)  # the receiver is down: deliveries fail and back off
+    receiver.start()
+    try:
+
+        async def all_delivered() -> None:
+            while len(receiver.snapshot()) < len(expected) or await redis.zcard(k.outbox_pending(dest)):
+                await asyncio.sleep(0.05)
+
+        await asyncio.wait_for(all_delivered(), 60)
+    finally:
+        stop.set()
+        await loop
+        receiver.stop()
+    received = receiver.snapshot()
+    assert sorted(e['id'] for e in received) == sorted(expected)
+    assert receiver.bad_signatures == 0
+    for contact in ('c:+1', 'c:+2', 'c:+3'):
+        assert [e['data']['n'] for e in received if e['data']['contact'] == contact] == [0, 1, 2, 3]
+
+
+async def test_the_exporter_reports_each_destinations_depth_and_oldest_age(
+    redis: Redis, sync_redis: Any, tmp_path: Any
+) -> None:
+    from workers.exporter import build_registry  # noqa: PLC0415
+
+    box = outbox('http://127.0.0.1:9/a')
+    scripts, dest = Scripts(redis, box), box.destination_ids[0]
+    await append_event(scripts, box, 'attempt.ended', 'c:+1', {})
+    await append_event(scripts, box, 'attempt.ended', 'c:+2', {})
+    await redis.set(k.CLOCK_OFFSET, 90_000)  # 90 s later
+    write_trunks(tmp_path / 'trunks.toml', 'sip.example', {'a': (1, 1)})
+    settings = Settings(
+        trunks_file=tmp_path / 'trunks.toml', result_webhooks=list(box.destinations), outbox_max_events=1000
+    )
+    value = build_registry(settings, redis=sync_redis).get_sample_value
+    assert value('dialer_outbox_pending_events', {'destination': dest}) == 2
+    assert value('dialer_outbox_oldest_pending_seconds', {'destination': dest}) >= 90
+    assert (value('dialer_outbox_events'), value('dialer_outbox_max_events')) == (2, 1000)
+    assert value('dialer_outbox_dropped_events', {'destination': dest}) == 0
