@@ -64,9 +64,9 @@ _PARQUET_TYPES = {
     'answered_seconds': 'float64',
     'sip_billed_seconds': 'float64',
     'agent_billed_seconds': 'float64',
-    'billing_final': 'bool',
-    'voicemail': 'bool',
-    'voicemail_left': 'bool',
+    'billing_final': 'bool_',
+    'voicemail': 'bool_',
+    'voicemail_left': 'bool_',
 }
 
 

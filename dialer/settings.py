@@ -132,6 +132,8 @@ class Settings(BaseSettings):
     callback_dnc_agent: str | None = Field(default=None, pattern=r'^[A-Za-z0-9-]{1,64}$')
     #: SIP code of a refused call-back (603 Decline; any 400-699).
     callback_reject_code: int = Field(default=603, ge=400, le=699)
+    #: Region used to read a caller id written without a country code (``5551234567``), as phonenumbers does.
+    callback_region: str = Field(default='US', pattern=r'^[A-Z]{2}$')
     #: Provider numbers: the Ultravox create made while the provider waits for our answer is cut off
     #: after this many seconds (the provider's own webhook deadline is about 15 s).
     callback_create_timeout: float = Field(default=5.0, gt=0, le=14)

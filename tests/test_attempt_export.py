@@ -47,7 +47,9 @@ def test_the_attempt_export_matches_the_simulator_call_for_call_in_every_format(
             fleet.stop_all()
         records = {r['callId']: r for r in sim.records()}
         for fmt in ('csv', 'jsonl', 'parquet'):
-            out = fleet.cli('campaign', 'export', 'rows', '--attempts', '--format', fmt, '--output', str(tmp_path / f'a.{fmt}'))
+            out = fleet.cli(
+                'campaign', 'export', 'rows', '--attempts', '--format', fmt, '--output', str(tmp_path / f'a.{fmt}')
+            )
             assert f'{len(records)} attempts written' in out.stdout
         with (tmp_path / 'a.csv').open(encoding='utf-8', newline='') as handle:
             rows = list(csv.DictReader(handle))
@@ -65,11 +67,11 @@ def test_the_attempt_export_matches_the_simulator_call_for_call_in_every_format(
         assert row['attempt_id'] == record['metadata']['attempt_id']
         assert int(row['attempt']) == int(record['metadata']['attempt'])
         assert row['contact_id'] == record['metadata']['contact_id']
-        assert row['phone'] == record['to']
+        assert record['to'].startswith(f'sip:{row["phone"]}@')
         assert row['trunk'] == 'rows'
         assert row['caller_id'] == '+14155550100'
-        assert bool(row['joined_at']) == (record['joined'] is not None) == (row['outcome'] == 'answered')
-        assert bool(row['recording_url']) == (row['outcome'] == 'answered')
+        assert bool(row['joined_at']) == (record['joined'] is not None) == (row['outcome'] in {'answered', 'voicemail'})
+        assert bool(row['recording_url']) == (row['outcome'] in {'answered', 'voicemail'})
         assert row['sip_termination_reason'] == (record['terminationReason'] or '')
         assert row['end_reason'] == record['endReason']
         if row['billing_final'] == 'True':

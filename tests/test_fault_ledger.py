@@ -190,3 +190,16 @@ async def test_a_pause_while_waiting_for_the_rate_slot_stops_the_create(redis) -
     attempt_id = (await begin_first(scripts)).split('#')[0]
     await redis.hset(k.campaign('c1'), 'state', 'paused')
     assert await scripts.send(attempt_id) == 'paused'
+
+
+async def test_a_billing_webhook_that_arrives_while_the_end_is_recorded_is_not_lost(redis) -> None:
+    attempt_id = await live_call(redis, 'call-1')
+    member = f'{attempt_id}|call-1'
+    scripts = Scripts(redis)
+    await redis.zadd(k.TRACKING, {member: 0})  # leased by a poll, then nudged to "now" by call.billed
+    fields = {'call': 'call-1', 'sip': 0, 'agent': 0, 'bsrc': 'computed'}
+    assert await scripts.finish(
+        attempt_id, 't1', 'answered', fields, retry_at_ms=None, tracking_member=member,
+        billing_final=False, billing_poll_ms=60_000,
+    )  # fmt: skip
+    assert await redis.zscore(k.TRACKING, f'{member}|b') <= await scripts.now_ms()

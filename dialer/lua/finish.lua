@@ -53,9 +53,14 @@ if ARGV[8] == '1' then
   redis.call('HINCRBYFLOAT', KEYS[2], 'agent_seconds', record.agent or 0)
   if ARGV[7] ~= '' then redis.call('ZREM', KEYS[9], ARGV[7]) end
 elseif ARGV[7] ~= '' then
-  -- the call is over but its billing is not final yet: follow it for billing only
+  -- the call is over but its billing is not final yet: follow it for billing only. A poll leases its
+  -- entry by pushing it ahead, so an entry due by now was nudged meanwhile (a call.billed webhook
+  -- arrived while this end was being recorded): then billing is looked at now, not a poll interval on.
+  local nudged = tonumber(redis.call('ZSCORE', KEYS[9], ARGV[7]) or '-1')
+  local billing_at = now + tonumber(ARGV[9])
+  if nudged >= 0 and nudged <= now then billing_at = now end
   redis.call('ZREM', KEYS[9], ARGV[7])
-  redis.call('ZADD', KEYS[9], now + tonumber(ARGV[9]), ARGV[7] .. '|b')
+  redis.call('ZADD', KEYS[9], billing_at, ARGV[7] .. '|b')
 end
 set_json(KEYS[4], field, record)
 -- Trunk circuit breaker: calls that keep failing in a row (SIP/system errors, not a busy or an
