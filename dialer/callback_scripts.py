@@ -102,7 +102,8 @@ class CallbackScripts:
 
     async def missing(self, member: str, trunk: str) -> bool:
         campaign, callback_id, _ = parse_inbound_member(member)
-        return bool(await self._track(keys=self._keys(campaign, trunk), args=['missing', campaign, callback_id, member]))
+        args = ['missing', campaign, callback_id, member]
+        return bool(await self._track(keys=self._keys(campaign, trunk), args=args))
 
     async def end(
         self,

@@ -37,7 +37,7 @@ CALLBACK_ID = re.compile(r'cb-[0-9a-f]{16}')
 INBOUND = 'inbound'
 
 
-class BadRequest(ValueError):
+class BadRequest(ValueError):  # noqa: N818 - the verdict it is
     """The fallback handler's request is not what Ultravox documents; ``reason`` is a bounded label."""
 
     def __init__(self, reason: str) -> None:

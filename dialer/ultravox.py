@@ -63,7 +63,7 @@ log = structlog.get_logger(__name__)
 if importlib.util.find_spec('sniffio') is None:
     sys.modules.setdefault('sniffio', None)  # type: ignore[arg-type]
 
-Endpoint = Literal['create', 'get', 'list', 'agent', 'delete', 'telephony_config', 'messages']
+Endpoint = Literal['create', 'get', 'list', 'agent', 'delete', 'telephony_config', 'messages', 'sip']
 
 REASON_LIMIT = 500
 DEFAULT_RETRY_AFTER = 1.0
@@ -215,6 +215,8 @@ def _secrets_in(value: Any) -> Iterable[str]:
         for key, item in value.items():
             if key == 'password' and isinstance(item, str):
                 yield item
+            elif key == 'secrets' and isinstance(item, list):  # a SIP fallback handler's secrets
+                yield from (secret for secret in item if isinstance(secret, str))
             else:
                 yield from _secrets_in(item)
     elif isinstance(value, list):
@@ -429,6 +431,20 @@ class UltravoxClient:
         except CallNotFound:
             return False
         return True
+
+    async def sip_config(self) -> dict[str, Any]:
+        """The account's incoming SIP configuration (``GET /api/sip``); it holds the fallback handler's secrets."""
+        config = await self._read('sip', '/api/sip')
+        if not isinstance(config, dict):
+            raise TransientError('sip answered with a body that is not a SipConfig', maybe_created=False)
+        return config
+
+    async def patch_sip_config(self, changes: dict[str, Any]) -> dict[str, Any]:
+        """``PATCH /api/sip`` (a ``PatchedSipConfig``); answers the new configuration. Idempotent."""
+        config = await self._send('sip', 'PATCH', '/api/sip', body=changes)
+        if not isinstance(config, dict):
+            raise TransientError('sip answered with a body that is not a SipConfig', maybe_created=False)
+        return config
 
     async def list_messages(self, call_id: str) -> list[dict[str, Any]]:
         """Every message of a call (``GET /api/calls/{id}/messages``, all pages). Transcripts are

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 @pytest.mark.slow
 def test_the_attempt_export_matches_the_simulator_call_for_call_in_every_format(
-    tmp_path: Path, redis_url: str, sync_redis: object
+    tmp_path: Path, redis_url: str, sync_redis: Any
 ) -> None:
     write_contacts(tmp_path / 'contacts.csv', 12)
     campaign_file = write_campaign_file(tmp_path / 'campaign.toml', 'rows', 'rows', max_attempts=3)
@@ -58,6 +58,26 @@ def test_the_attempt_export_matches_the_simulator_call_for_call_in_every_format(
         download = httpx.get(recorded[0]['recording_url'], headers={'X-API-Key': 'local-fleet-key'})
         assert download.status_code == 200
         assert download.content.startswith(b'RIFF')
+
+        # transcripts: every answered call, one file per call or one line per call; a re-run fetches nothing
+        answered = {row['call_id'] for row in rows if row['joined_at']}
+        for output in (tmp_path / 'transcripts', tmp_path / 'transcripts.jsonl'):
+            first = fleet.cli('campaign', 'transcripts', 'rows', '--output', str(output))
+            assert f'{len(answered)} transcripts fetched' in first.stdout
+            fetches = sim.stats()['requests']['list_messages']
+            again = fleet.cli('campaign', 'transcripts', 'rows', '--output', str(output))
+            assert f'0 transcripts fetched, {len(answered)} already there' in again.stdout
+            assert sim.stats()['requests']['list_messages'] == fetches, 'a re-run fetches nothing'
+        files = {p.stem: p for p in (tmp_path / 'transcripts').glob('*.jsonl')}
+        assert set(files) == answered
+        assert all(p.stat().st_mode & 0o077 == 0 for p in files.values()), 'transcripts are private files'
+        lines = (tmp_path / 'transcripts.jsonl').read_text(encoding='utf-8').splitlines()
+        assert {json.loads(line)['call_id'] for line in lines} == answered
+        spoken = [json.loads(m).get('text') for p in files.values() for m in p.read_text(encoding='utf-8').splitlines()]
+        assert any(spoken), 'the files hold what was said'
+        in_redis = ' '.join(str(v) for key in sync_redis.keys('*') if sync_redis.type(key) == 'hash'
+                            for v in sync_redis.hvals(key))  # fmt: skip
+        assert not [text for text in spoken if text and len(text) > 20 and text in in_redis], 'never stored in Redis'
 
     assert list(rows[0]) == list(ATTEMPT_COLUMNS)
     assert sorted(row['call_id'] for row in rows) == sorted(records)

@@ -203,3 +203,13 @@ async def test_a_billing_webhook_that_arrives_while_the_end_is_recorded_is_not_l
         billing_final=False, billing_poll_ms=60_000,
     )  # fmt: skip
     assert await redis.zscore(k.TRACKING, f'{member}|b') <= await scripts.now_ms()
+
+
+async def test_a_poll_does_not_push_back_an_entry_a_webhook_made_due_while_it_was_polled(redis) -> None:
+    scripts = Scripts(redis)
+    await redis.zadd(k.TRACKING, {'a|nudged': 0, 'b|leased': 10**13})
+    await scripts.reschedule(k.TRACKING, ['a|nudged', 'b|leased', 'c|gone'], 60_000)
+    now = await scripts.now_ms()
+    assert await redis.zscore(k.TRACKING, 'a|nudged') == 0, 'still due now'
+    assert now < await redis.zscore(k.TRACKING, 'b|leased') <= now + 60_000
+    assert await redis.zscore(k.TRACKING, 'c|gone') is None

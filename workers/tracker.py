@@ -24,6 +24,7 @@ from dialer import constants as k
 from dialer import metrics
 from dialer.logs import masked_attempt
 from dialer.ultravox import AccountFault, CallNotFound, UltravoxError
+from workers.callback_tracking import is_inbound_member, poll_inbound
 from workers.calls import record_billing, record_end
 from workers.faults import open_account_fault
 from workers.phone_leg import is_leg_member, poll_leg
@@ -101,6 +102,9 @@ class CallTracker:
             with metrics.CALLS_IN_FLIGHT.track_inprogress():
                 if is_leg_member(member):  # a direct-mode provider leg: workers/phone_leg.py follows it
                     await poll_leg(self.rt, member)
+                    return
+                if is_inbound_member(member):  # a call-back: workers/callback_tracking.py follows it
+                    await poll_inbound(self.rt, member)
                     return
                 await self._poll_call(member, attempt_id, call_id, billing_only=bool(billing_only))
         except Exception:

@@ -17,6 +17,7 @@ from starlette.routing import Route
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from workers.provider_webhooks import provider_routes
+from workers.sip_fallback import sip_fallback_route
 from workers.tool_route import tool_route
 from workers.ultravox_webhook import receive_ultravox_webhook
 
@@ -47,6 +48,7 @@ def build_webhook_app(rt: Runtime) -> Starlette:
         routes=[
             Route('/webhooks/ultravox', ultravox, methods=['POST']),
             tool_route(rt),
+            sip_fallback_route(rt),
             Route('/health', health),
             *provider_routes(rt),
         ],

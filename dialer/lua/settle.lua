@@ -13,7 +13,10 @@ if not record or record.bf == 1 then
 end
 if record.st ~= 'ended' then return 0 end
 if ARGV[5] ~= '1' and now - record.eo < tonumber(ARGV[6]) then
-  redis.call('ZADD', KEYS[4], now + tonumber(ARGV[7]), ARGV[4])
+  -- not final yet: look again a poll interval on, unless a call.billed nudged it meanwhile (due by
+  -- now although this poll leased it ahead): then it is looked at again at once
+  local score = tonumber(redis.call('ZSCORE', KEYS[4], ARGV[4]) or '-1')
+  if score < 0 or score > now then redis.call('ZADD', KEYS[4], now + tonumber(ARGV[7]), ARGV[4]) end
   return 0
 end
 for key, value in pairs(cjson.decode(ARGV[3])) do record[key] = value end
