@@ -26,6 +26,8 @@ from dialer.models import CampaignConfig, check_name
 
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from redis.asyncio import Redis
 
 
@@ -48,87 +50,100 @@ def _zone_of(number: str, timezone: str | None, default: str | None) -> str:
         return 'UTC'
 
 
+class _Tally:
+    """The report's numbers, added up one contact at a time."""
+
+    def __init__(self, name: str, config: CampaignConfig) -> None:
+        self.name, self.config = name, config
+        self.loaded = self.dialled = self.answered = 0
+        self.dispositions: Counter[str] = Counter()
+        self.per_contact: Counter[int] = Counter()
+        self.hour = [[0, 0] for _ in range(24)]  # [attempts with a call, answered]
+        self.weekday = [[0, 0] for _ in range(7)]
+        self.by_trunk: dict[str, Counter[str]] = defaultdict(Counter)
+        self.by_day: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])  # sip seconds, agent seconds
+
+    def add(self, number: str, contact: dict[str, Any], attempts: list[dict[str, Any]]) -> None:
+        self.loaded += 1
+        called = [a for a in attempts if a.get('call')]
+        self.per_contact[len(called)] += 1
+        self.dialled += bool(called)
+        self.answered += any(a.get('jn') for a in called)
+        disposition = next((a['dsp'] for a in reversed(attempts) if a.get('dsp')), None)
+        if disposition:
+            self.dispositions[disposition] += 1
+        zone = _zone(_zone_of(number, contact.get('z'), self.config.default_timezone))
+        for record in attempts:
+            if record.get('st') == 'ended':
+                self.by_trunk[str(record.get('trunk') or self.config.trunk)][str(record.get('o') or 'unknown')] += 1
+            at = record.get('cr') or record.get('t0')
+            if record.get('call') and at:
+                self._add_call(record, float(at) / 1000, zone)
+
+    def _add_call(self, record: dict[str, Any], at: float, zone: ZoneInfo) -> None:
+        local = datetime.fromtimestamp(at, zone)
+        joined = 1 if record.get('jn') else 0
+        self.hour[local.hour][0] += 1
+        self.hour[local.hour][1] += joined
+        self.weekday[local.weekday()][0] += 1
+        self.weekday[local.weekday()][1] += joined
+        day = self.by_day[datetime.fromtimestamp(at, UTC).date().isoformat()]
+        day[0] += to_float(record.get('sip'))
+        day[1] += to_float(record.get('agent'))
+
+    def result(self) -> dict[str, Any]:
+        days = sorted(self.by_day)
+        funnel = {'loaded': self.loaded, 'dialled': self.dialled, 'answered': self.answered}
+        return {
+            'campaign': self.name,
+            'funnel': {**funnel, **dict(self.dispositions.most_common())},
+            'answer_rate_by_hour': [round(a / n, 4) if n else None for n, a in self.hour],
+            'attempts_by_hour': [n for n, _ in self.hour],
+            'answer_rate_by_weekday': {
+                WEEKDAYS[i]: round(a / n, 4) if n else None for i, (n, a) in enumerate(self.weekday)
+            },
+            'attempts_per_contact': {str(n): self.per_contact[n] for n in sorted(self.per_contact)},
+            'outcomes_by_trunk': {trunk: dict(counts) for trunk, counts in sorted(self.by_trunk.items())},
+            'minutes_by_day': {
+                'days': days,
+                'sip_minutes': [round(self.by_day[d][0] / 60, 2) for d in days],
+                'agent_minutes': [round(self.by_day[d][1] / 60, 2) for d in days],
+            },
+        }
+
+
+async def _consume(redis: Redis, name: str, batch: list[tuple[str, str]], tally: _Tally) -> None:
+    numbers = [number for number, _ in batch]
+    progresses = [json.loads(r) if r else {} for r in await redis.hmget(k.campaign_progress(name), numbers)]
+    lasts = [max(to_int(p.get('a')), to_int(p.get('c'))) for p in progresses]
+    fields = [f'{number}:{n}' for number, last in zip(numbers, lasts, strict=True) for n in range(1, last + 1)]
+    records: dict[str, dict[str, Any]] = {}
+    for start in range(0, len(fields), 2000):
+        chunk = fields[start : start + 2000]
+        for field, raw in zip(chunk, await redis.hmget(k.campaign_attempts(name), chunk), strict=True):
+            if raw:
+                records[field] = json.loads(raw)
+    for (number, raw_contact), last in zip(batch, lasts, strict=True):
+        attempts = [records[f] for f in (f'{number}:{n}' for n in range(1, last + 1)) if f in records]
+        tally.add(number, json.loads(raw_contact), attempts)
+
+
 async def gather(redis: Redis, name: str) -> dict[str, Any]:
     """Every number the report shows, from one pass over the campaign's contacts and attempts."""
     check_name('campaign', name)
     raw_config = await redis.hget(k.campaign(name), 'config')
     if not raw_config:
         raise UnknownCampaignError(name)
-    config = CampaignConfig.model_validate_json(raw_config)
-    loaded = dialled = answered = 0
-    dispositions: Counter[str] = Counter()
-    per_contact: Counter[int] = Counter()
-    hour = [[0, 0] for _ in range(24)]  # [attempts with a call, answered]
-    weekday = [[0, 0] for _ in range(7)]
-    by_trunk: dict[str, Counter[str]] = defaultdict(Counter)
-    by_day: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])  # sip seconds, agent seconds
+    tally = _Tally(name, CampaignConfig.model_validate_json(raw_config))
     batch: list[tuple[str, str]] = []
-
-    async def consume(batch: list[tuple[str, str]]) -> None:
-        nonlocal loaded, dialled, answered
-        numbers = [number for number, _ in batch]
-        progresses = [json.loads(r) if r else {} for r in await redis.hmget(k.campaign_progress(name), numbers)]
-        fields = []
-        for number, progress in zip(numbers, progresses, strict=True):
-            last = max(to_int(progress.get('a')), to_int(progress.get('c')))
-            fields += [f'{number}:{n}' for n in range(1, last + 1)]
-        records: dict[str, dict[str, Any]] = {}
-        for start in range(0, len(fields), 2000):
-            chunk = fields[start : start + 2000]
-            for field, raw in zip(chunk, await redis.hmget(k.campaign_attempts(name), chunk), strict=True):
-                if raw:
-                    records[field] = json.loads(raw)
-        for (number, raw_contact), progress in zip(batch, progresses, strict=True):
-            loaded += 1
-            contact = json.loads(raw_contact)
-            zone = _zone(_zone_of(number, contact.get('z'), config.default_timezone))
-            last = max(to_int(progress.get('a')), to_int(progress.get('c')))
-            attempts = [records[f] for f in (f'{number}:{n}' for n in range(1, last + 1)) if f in records]
-            called = [a for a in attempts if a.get('call')]
-            per_contact[len(called)] += 1
-            dialled += bool(called)
-            answered += any(a.get('jn') for a in called)
-            disposition = next((a['dsp'] for a in reversed(attempts) if a.get('dsp')), None)
-            if disposition:
-                dispositions[disposition] += 1
-            for record in attempts:
-                if record.get('st') == 'ended':
-                    by_trunk[str(record.get('trunk') or config.trunk)][str(record.get('o') or 'unknown')] += 1
-                at = record.get('cr') or record.get('t0')
-                if not record.get('call') or not at:
-                    continue
-                local = datetime.fromtimestamp(float(at) / 1000, zone)
-                joined = 1 if record.get('jn') else 0
-                hour[local.hour][0] += 1
-                hour[local.hour][1] += joined
-                weekday[local.weekday()][0] += 1
-                weekday[local.weekday()][1] += joined
-                day = datetime.fromtimestamp(float(at) / 1000, UTC).date().isoformat()
-                by_day[day][0] += to_float(record.get('sip'))
-                by_day[day][1] += to_float(record.get('agent'))
-
     async for number, raw in redis.hscan_iter(k.campaign_contacts(name), count=BATCH):
         batch.append((number, raw))
         if len(batch) >= BATCH:
-            await consume(batch)
+            await _consume(redis, name, batch, tally)
             batch = []
     if batch:
-        await consume(batch)
-    days = sorted(by_day)
-    return {
-        'campaign': name,
-        'funnel': {'loaded': loaded, 'dialled': dialled, 'answered': answered, **dict(dispositions.most_common())},
-        'answer_rate_by_hour': [round(a / n, 4) if n else None for n, a in hour],
-        'attempts_by_hour': [n for n, _ in hour],
-        'answer_rate_by_weekday': {WEEKDAYS[i]: round(a / n, 4) if n else None for i, (n, a) in enumerate(weekday)},
-        'attempts_per_contact': {str(n): per_contact[n] for n in sorted(per_contact)},
-        'outcomes_by_trunk': {trunk: dict(counts) for trunk, counts in sorted(by_trunk.items())},
-        'minutes_by_day': {
-            'days': days,
-            'sip_minutes': [round(by_day[d][0] / 60, 2) for d in days],
-            'agent_minutes': [round(by_day[d][1] / 60, 2) for d in days],
-        },
-    }
+        await _consume(redis, name, batch, tally)
+    return tally.result()
 
 
 def _svg(figure: Any) -> str:
@@ -140,48 +155,13 @@ def _svg(figure: Any) -> str:
     return re.sub(r'<metadata>.*?</metadata>', '', text, flags=re.DOTALL)
 
 
-def charts(data: dict[str, Any], sip_price: float, agent_price: float) -> dict[str, str]:
-    """Chart id -> inline SVG."""
-    import matplotlib as mpl  # noqa: PLC0415  only the report needs it
+def _bars(ax: Any, labels: list[str], values: list[float], color: str, xlabel: str, ylabel: str) -> None:
+    ax.bar(labels, values, color=color)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
 
-    mpl.use('Agg')
-    import matplotlib.pyplot as plt  # noqa: PLC0415
 
-    mpl.rcParams.update({'svg.fonttype': 'none', 'font.size': 9, 'axes.spines.top': False, 'axes.spines.right': False})
-    out: dict[str, str] = {}
-
-    def figure() -> tuple[Any, Any]:
-        return plt.subplots(figsize=(6.4, 2.8))
-
-    fig, ax = figure()
-    funnel = data['funnel']
-    ax.barh(list(funnel)[::-1], list(funnel.values())[::-1], color='#3b6fb6')
-    ax.set_xlabel('contacts')
-    out['funnel'] = _svg(fig)
-
-    fig, ax = figure()
-    rates = [r if r is not None else 0 for r in data['answer_rate_by_hour']]
-    ax.bar(range(24), rates, color='#3b8f5a')
-    ax.set_xticks(range(0, 24, 2))
-    ax.set_xlabel("contact's local hour")
-    ax.set_ylabel('answer rate')
-    out['answer_rate_by_hour'] = _svg(fig)
-
-    fig, ax = figure()
-    weekdays = data['answer_rate_by_weekday']
-    ax.bar(list(weekdays), [r if r is not None else 0 for r in weekdays.values()], color='#3b8f5a')
-    ax.set_ylabel('answer rate')
-    out['answer_rate_by_weekday'] = _svg(fig)
-
-    fig, ax = figure()
-    per_contact = data['attempts_per_contact']
-    ax.bar(list(per_contact), list(per_contact.values()), color='#7a5ab8')
-    ax.set_xlabel('calls per contact')
-    ax.set_ylabel('contacts')
-    out['attempts_per_contact'] = _svg(fig)
-
-    fig, ax = figure()
-    trunks = data['outcomes_by_trunk']
+def _outcomes_by_trunk(ax: Any, trunks: dict[str, dict[str, int]]) -> None:
     outcomes = sorted({o for counts in trunks.values() for o in counts})
     left = [0] * len(trunks)
     for outcome in outcomes:
@@ -191,20 +171,55 @@ def charts(data: dict[str, Any], sip_price: float, agent_price: float) -> dict[s
     if outcomes:
         ax.legend(fontsize=7, ncols=min(4, len(outcomes)), loc='upper center', bbox_to_anchor=(0.5, -0.2))
     ax.set_xlabel('attempts')
-    out['outcomes_by_trunk'] = _svg(fig)
 
-    fig, ax = figure()
-    minutes = data['minutes_by_day']
-    cost = [s * sip_price + a * agent_price for s, a in zip(minutes['sip_minutes'], minutes['agent_minutes'], strict=True)]
+
+def _minutes_and_cost(ax: Any, minutes: dict[str, Any], sip_price: float, agent_price: float) -> list[float]:
+    pairs = zip(minutes['sip_minutes'], minutes['agent_minutes'], strict=True)
+    cost = [round(sip * sip_price + agent * agent_price, 2) for sip, agent in pairs]
     ax.plot(minutes['days'], minutes['sip_minutes'], marker='o', label='SIP minutes')
     ax.set_ylabel('SIP minutes')
     twin = ax.twinx()
     twin.plot(minutes['days'], cost, marker='s', color='#b8563b', label='cost')
-    twin.set_ylabel('cost')
+    twin.set_ylabel('cost (SIP + agent minutes)')
     ax.tick_params(axis='x', labelrotation=30)
-    data['minutes_by_day']['cost'] = [round(c, 2) for c in cost]
-    out['minutes_and_cost'] = _svg(fig)
-    plt.close('all')
+    return cost
+
+
+def charts(data: dict[str, Any], sip_price: float, agent_price: float) -> dict[str, str]:
+    """Chart id -> inline SVG; adds the cost series it plots to ``data['minutes_by_day']``."""
+    import matplotlib as mpl  # noqa: PLC0415  only the report needs it
+
+    mpl.use('Agg')
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    mpl.rcParams.update({'svg.fonttype': 'none', 'font.size': 9, 'axes.spines.top': False, 'axes.spines.right': False})
+    funnel, weekdays, per_contact = data['funnel'], data['answer_rate_by_weekday'], data['attempts_per_contact']
+    hourly = [r or 0 for r in data['answer_rate_by_hour']]
+    draw: dict[str, Callable[[Any], object]] = {
+        'funnel': lambda ax: (
+            ax.barh(list(funnel)[::-1], list(funnel.values())[::-1], color='#3b6fb6'),
+            ax.set_xlabel('contacts'),
+        ),
+        'answer_rate_by_hour': lambda ax: _bars(
+            ax, [str(h) for h in range(24)], hourly, '#3b8f5a', "contact's local hour", 'answer rate'
+        ),
+        'answer_rate_by_weekday': lambda ax: _bars(
+            ax, list(weekdays), [r or 0 for r in weekdays.values()], '#3b8f5a', '', 'answer rate'
+        ),
+        'attempts_per_contact': lambda ax: _bars(
+            ax, list(per_contact), list(per_contact.values()), '#7a5ab8', 'calls per contact', 'contacts'
+        ),
+        'outcomes_by_trunk': lambda ax: _outcomes_by_trunk(ax, data['outcomes_by_trunk']),
+        'minutes_and_cost': lambda ax: data['minutes_by_day'].update(
+            cost=_minutes_and_cost(ax, data['minutes_by_day'], sip_price, agent_price)
+        ),
+    }
+    out: dict[str, str] = {}
+    for chart, plot in draw.items():
+        fig, ax = plt.subplots(figsize=(6.4, 2.8))
+        plot(ax)
+        out[chart] = _svg(fig)
+        plt.close(fig)
     return out
 
 
@@ -218,7 +233,9 @@ _TITLES = {
 }
 
 
-def render(data: dict[str, Any], *, sip_price: float = SIP_PRICE_PER_MINUTE, agent_price: float = AGENT_PRICE_PER_MINUTE) -> str:
+def render(
+    data: dict[str, Any], *, sip_price: float = SIP_PRICE_PER_MINUTE, agent_price: float = AGENT_PRICE_PER_MINUTE
+) -> str:
     """The whole page: inline CSS, inline SVG charts, the data as JSON; no external reference."""
     svgs = charts(data, sip_price, agent_price)
     data = {**data, 'prices_per_minute': {'sip': sip_price, 'agent': agent_price}}

@@ -136,7 +136,7 @@ cli.add_command(simulator_command)
 
 
 def main() -> None:
-    from workers import cli_campaign, cli_outbox, cli_recover, cli_results, cli_tools  # noqa: PLC0415, F401  registers the subcommands
+    from workers import cli_campaign, cli_outbox, cli_recover, cli_results, cli_sip, cli_tools  # noqa: PLC0415, F401  registers the subcommands
 
     cli(prog_name='dialer')
 

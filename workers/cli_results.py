@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from campaigns.report import AGENT_PRICE_PER_MINUTE, SIP_PRICE_PER_MINUTE, gather, render
 from campaigns.transcripts import fetch_transcripts
 from dialer.ultravox import UltravoxClient
 from workers.cli import load_settings, run
@@ -60,3 +62,38 @@ def transcripts(name: str, output: Path, concurrency: int) -> None:
     click.echo(f'{answered} answered calls: {fetched} transcripts fetched, {already} already there, {failed} failed')
     if failed:
         raise click.ClickException(f'{failed} transcripts could not be fetched; run the command again to fetch them')
+
+
+@campaign.command()
+@click.argument('name')
+@click.option('--output', required=True, type=click.Path(path_type=Path), help='The HTML file to write.')
+@click.option(
+    '--sip-price', default=SIP_PRICE_PER_MINUTE, show_default=True, type=click.FloatRange(0), help='Per SIP minute.'
+)
+@click.option(
+    '--agent-price',
+    default=AGENT_PRICE_PER_MINUTE,
+    show_default=True,
+    type=click.FloatRange(0),
+    help='Per agent minute.',
+)
+def report(name: str, output: Path, sip_price: float, agent_price: float) -> None:
+    """One self-contained HTML file with the campaign's charts (opens without a network)."""
+    try:
+        import matplotlib as mpl  # noqa: F401, PLC0415  only checked here: the report's one extra dependency
+    except ImportError:
+        raise click.ClickException("the report needs matplotlib: pip install 'dialer[report]'") from None
+    settings = load_settings()
+
+    async def go() -> dict[str, Any]:
+        redis = redis_client(settings)
+        try:
+            return await gather(redis, name)
+        finally:
+            await redis.aclose()
+
+    page = render(run(go()), sip_price=sip_price, agent_price=agent_price)
+    tmp = output.with_name(f'.{output.name}.tmp')
+    tmp.write_text(page, encoding='utf-8')
+    tmp.replace(output)
+    click.echo(f'report written to {output} ({len(page.encode()) // 1024} KiB)')

@@ -193,6 +193,7 @@ class Runtime:
 def secret_values(settings: Settings, trunks: TrunkRegistry) -> list[str]:
     values = [settings.ultravox_api_key.get_secret_value()]
     values += [s.get_secret_value() for s in settings.webhook_secrets]
+    values += [s.get_secret_value() for s in settings.sip_fallback_secrets]
     if settings.tool_secret is not None:
         values.append(settings.tool_secret.get_secret_value())
     for hook in settings.result_webhooks:
