@@ -337,7 +337,7 @@ async def load_contacts(
         previous = await _load_status(redis, config.name, digest)
         unused = prompt_columns(config, reader.path, reader.layout)
         if stored is not None and previous is not None and previous.get('status') == 'done':
-            log.info('contacts_file_already_loaded', campaign=config.name, file=csv_path.name, digest=digest)
+            log.debug('contacts_file_already_loaded', campaign=config.name, file=csv_path.name, digest=digest)
             return LoadSummary(
                 already_loaded=int(previous.get('accepted', 0)),
                 digest=digest,
@@ -426,7 +426,8 @@ class _Finish:
             status['line'], status['message'] = failure
         await _set_load_status(self.redis, name, self.digest, status)
         await Scripts(self.redis).lifecycle(name, self.config.trunk, 'load_end', self.digest)
-        log.info(
+        # the command prints the summary itself: the log line is for debugging, or for a failure
+        (log.debug if failure is None else log.warning)(
             'contacts_loaded' if failure is None else 'contacts_load_failed',
             campaign=name,
             file=self.file,

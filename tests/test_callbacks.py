@@ -108,6 +108,7 @@ def test_a_contact_who_calls_back_reaches_the_campaign_agent_with_its_context_an
     env = {
         **FAST_ENV,
         'DIALER_SIP_FALLBACK_SECRETS': json.dumps([SECRET]),
+        'DIALER_WEBHOOK_SECRETS': json.dumps(['whsec-callbacks-0123456789']),
         'DIALER_CALLBACK_DEFAULT_AGENT': DEFAULT_AGENT,
     }
     with running_simulator(**FAST_SIMULATOR, forced_outcomes={N: ['no_answer']}) as sim:
