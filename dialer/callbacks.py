@@ -178,9 +178,7 @@ def start_agent_call(agent_id: str, context: Mapping[str, Any], metadata: Mappin
     return {'startAgentCall': answer}
 
 
-def callback_answer(
-    config: CampaignConfig, context: Mapping[str, Any], metadata: Mapping[str, str]
-) -> dict[str, Any]:
+def callback_answer(config: CampaignConfig, context: Mapping[str, Any], metadata: Mapping[str, str]) -> dict[str, Any]:
     """``startAgentCall`` with the campaign's call-back agent, or ``startCall`` with its filled prompt."""
     agent = config.callbacks.agent_id or config.agent_id
     if agent is not None:

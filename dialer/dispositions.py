@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from dialer import constants as k
 from dialer.models import DO_NOT_CALL
+from dialer.outbox import NO_OUTBOX, Outbox
 from dialer.scripts import register
 
 
@@ -65,9 +66,10 @@ def _script(redis: Redis) -> AsyncScript:
     return script
 
 
-async def record_disposition(redis: Redis, report: DispositionReport) -> Recorded:
+async def record_disposition(redis: Redis, report: DispositionReport, outbox: Outbox = NO_OUTBOX) -> Recorded:
     """Record ``report`` on its attempt and contact; an opt-out puts the number on the DNC list (with
-    its consent evidence) in the same atomic step. Idempotent by the report's digest."""
+    its consent evidence) and appends ``contact.opted_out`` to the outbox in the same atomic step.
+    Idempotent by the report's digest."""
     name, number, attempt = k.parse_attempt_id(report.attempt_id)
     keys = [
         k.CLOCK_OFFSET,
@@ -76,6 +78,7 @@ async def record_disposition(redis: Redis, report: DispositionReport) -> Recorde
         k.campaign_attempts(name),
         k.DNC,
         k.DNC_EVIDENCE,
+        *outbox.keys(),
     ]
     args = [
         name,
@@ -87,6 +90,7 @@ async def record_disposition(redis: Redis, report: DispositionReport) -> Recorde
         '' if report.callback_at_ms is None else report.callback_at_ms,
         report.digest,
         '1' if report.opts_out else '0',
+        *outbox.args(),
     ]
     verdict, now = await _script(redis)(keys=keys, args=[str(a) for a in args])
     return Recorded(str(verdict), int(now))

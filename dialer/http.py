@@ -41,8 +41,8 @@ if TYPE_CHECKING:
     import ssl
     from collections.abc import Mapping
 
-#: Timeouts when the caller sets none (httpx's own default is 5 s for each phase).
-DEFAULT_TIMEOUT = httpx.Timeout(5.0)
+#: Seconds an idle pooled connection is kept (see ``async_client``).
+KEEPALIVE_EXPIRY = 4.0
 
 
 def async_client(
@@ -57,10 +57,16 @@ def async_client(
 ) -> httpx.AsyncClient:
     """The one way the dialer builds an outbound HTTP client (Ultravox, provider APIs, result webhooks).
 
-    ``read_timeout`` also bounds a write; waiting for a free pooled connection is bounded by
+    ``read_timeout`` bounds each wait for the server's bytes (aiohttp has no write timeout of its own:
+    the bodies sent here fit a socket buffer); waiting for a free pooled connection is bounded by
     ``connect_timeout``. ``transport`` replaces the aiohttp transport (tests pass ``MockTransport``).
     """
-    limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+    # An idle connection is dropped after 4 s, under the 5 s idle timeout common servers use (uvicorn's
+    # default, which the simulator runs): aiohttp hands out the longest-idle connection first, and a
+    # create sent on a connection the server is just closing is lost after sending (ambiguous).
+    limits = httpx.Limits(
+        max_connections=max_connections, max_keepalive_connections=max_connections, keepalive_expiry=KEEPALIVE_EXPIRY
+    )
     return httpx.AsyncClient(
         base_url=base_url,
         headers=headers,

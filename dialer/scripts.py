@@ -176,8 +176,19 @@ class Scripts:
             k.campaign_contacts(name),
             k.ACCOUNT_HOLD,
             k.AMBIGUOUS,
+            *self.outbox.keys(),
         ]
-        args = [name, number, attempt, job_ref, limits.trunk, limits.account, lease_ms, ambiguous_lease_ms or lease_ms]
+        args = [
+            name,
+            number,
+            attempt,
+            job_ref,
+            limits.trunk,
+            limits.account,
+            lease_ms,
+            ambiguous_lease_ms or lease_ms,
+            *self.outbox.args(),
+        ]
         result = await self._run('begin', keys, args)
         verdict, now = str(result[0]), int(result[1])
         if len(result) == 2:

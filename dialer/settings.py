@@ -134,12 +134,6 @@ class Settings(BaseSettings):
     callback_reject_code: int = Field(default=603, ge=400, le=699)
     #: Region used to read a caller id written without a country code (``5551234567``), as phonenumbers does.
     callback_region: str = Field(default='US', pattern=r'^[A-Z]{2}$')
-    #: Provider numbers: the Ultravox create made while the provider waits for our answer is cut off
-    #: after this many seconds (the provider's own webhook deadline is about 15 s).
-    callback_create_timeout: float = Field(default=5.0, gt=0, le=14)
-    #: Public base URL of ``dialer webhooks`` as providers reach it; ``dialer trunks check`` prints the
-    #: exact inbound webhook URL of each provider number from it (falls back to DIALER_TOOL_BASE_URL).
-    webhook_base_url: str | None = Field(default=None, pattern=r'^https?://[^\s?#]+$')
 
     #: Result webhooks (dialer/outbox.py): JSON list of ``{"url": ..., "secret": ...}`` (``secret`` may be a
     #: list, for rotation; an optional ``name`` labels the destination's metrics). Empty: no events.

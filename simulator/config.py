@@ -94,6 +94,8 @@ class SimulatorConfig(BaseModel):
     provider_accounts: dict[str, dict[str, str]] = Field(default_factory=dict)  # provider -> credentials
     provider_callback_loss_rate: float = Field(default=0.0, ge=0, le=1)  # status callbacks never sent
     provider_calls_per_second: int | None = Field(default=None, ge=1)  # a provider's own limit (429 over it)
+    # a provider's create answers this many real seconds late (the call is placed when the request arrives)
+    provider_create_delay: float = Field(default=0.0, ge=0)
 
     # fault injection (probabilities per request; slow_seconds is real time). A slow create is
     # completed after slow_seconds whether or not the client is still waiting for the answer.

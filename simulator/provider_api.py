@@ -153,6 +153,10 @@ class TwilioSim:
             task.add_done_callback(self.tasks.discard)
         elif call['callback']:
             self.sim.faults['twilio_callback_lost'] += 1
+        if config.provider_create_delay:
+            # the call is placed already; a client that dies while waiting must find it, not place another
+            self.sim.faults['provider_slow'] += 1
+            await asyncio.sleep(config.provider_create_delay)
         return JSONResponse(self.view(call, now), status_code=201)
 
     async def _callback(self, call: dict[str, Any]) -> None:

@@ -217,3 +217,62 @@ def _answers(url: str) -> bool:
         return httpx.get(url, timeout=2).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+async def _answered_callback(redis: Any, number: str) -> None:
+    from dialer.callback_scripts import CallbackScripts, inbound_member  # noqa: PLC0415
+
+    scripts = CallbackScripts(redis)
+    routed = await scripts.route('c1', number, 'cb-0000000000000001', dialled_ms=0, window_ms=0,
+                                 first_poll_ms=0, attempt_id=f'c1:{number}:1')  # fmt: skip
+    assert routed.verdict == 'route'
+    member = inbound_member('c1', 'cb-0000000000000001')
+    assert await scripts.live(member, 'in-call-1', 't1', 0)
+    ended = await scripts.end(
+        inbound_member('c1', 'cb-0000000000000001', 'in-call-1'), 't1', 'answered', {'call': 'in-call-1', 'sip': 36},
+        billing_final=True, close_contact=True, billing_poll_ms=1000,
+    )  # fmt: skip
+    assert ended.news
+    assert ended.billing_counted
+
+
+async def test_an_answered_call_back_closes_a_waiting_contact_and_stops_a_claimed_attempt(redis: Any) -> None:
+    from dialer.scripts import Scripts  # noqa: PLC0415
+    from tests.ledger import begin_first, make_campaign  # noqa: PLC0415
+
+    phones = await make_campaign(redis, numbers=3)
+    scripts = Scripts(redis)
+    in_flight = (await begin_first(scripts)).split('#')[0]  # claimed and begun, its create not yet sent
+    # the trunk takes two at once: the third contact is still waiting for its first dial
+    statuses = {p: json.loads(await redis.hget(k.campaign_progress('c1'), p) or '{}').get('s') for p in phones}
+    waiting = next(p for p, status in statuses.items() if status in {None, 'pending'})
+    flying = in_flight.split(':')[1]
+    await _answered_callback(redis, flying)
+    await _answered_callback(redis, waiting)
+    assert await scripts.send(in_flight) == 'closed', 'send.lua is the last check: no create goes out'
+    progress = json.loads(await redis.hget(k.campaign_progress('c1'), waiting))
+    assert (progress['s'], progress['o']) == ('done', 'called_back')
+    assert await redis.zscore(k.campaign_due('c1'), waiting) is None
+    assert await redis.hget(k.campaign('c1'), 'ib_sip_seconds') == '72'
+
+
+async def test_send_writes_the_call_back_index_entry_with_its_retention(redis: Any) -> None:
+    from dialer.callbacks import IndexEntry  # noqa: PLC0415
+    from dialer.scripts import Scripts  # noqa: PLC0415
+    from tests.ledger import begin_first, make_campaign  # noqa: PLC0415
+
+    await make_campaign(redis, numbers=1)
+    scripts = Scripts(redis)
+    attempt_id = (await begin_first(scripts)).split('#')[0]
+    number = attempt_id.split(':')[1]
+    verdict = await scripts.send(attempt_id, contact_id='id2', caller_id='+14155550100', callback_retention_ms=60_000)
+    assert verdict == 'go'
+    entry = IndexEntry.parse(await redis.get(k.callback(number)))
+    assert entry is not None
+    assert (entry.campaign, entry.contact_id, entry.attempt_id, entry.caller_id) == (
+        'c1',
+        'id2',
+        attempt_id,
+        '+14155550100',
+    )
+    assert 0 < await redis.pttl(k.callback(number)) <= 60_000

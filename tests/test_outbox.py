@@ -241,3 +241,29 @@ async def test_the_exporter_reports_each_destinations_depth_and_oldest_age(
     assert value('dialer_outbox_oldest_pending_seconds', {'destination': dest}) >= 90
     assert (value('dialer_outbox_events'), value('dialer_outbox_max_events')) == (2, 1000)
     assert value('dialer_outbox_dropped_events', {'destination': dest}) == 0
+
+
+async def test_a_contact_closed_at_dial_time_by_the_dnc_list_has_its_event_too(redis: Redis) -> None:
+    from tests.ledger import LIMITS, claim, make_campaign  # noqa: PLC0415
+
+    phones = await make_campaign(redis, numbers=1)
+    scripts = Scripts(redis, outbox('http://127.0.0.1:9/a'))
+    job_ref = (await claim(scripts)).job_refs[0]
+    await redis.sadd(k.DNC, phones[0])
+    assert (await scripts.begin(job_ref, 't1', LIMITS, 60_000)).verdict == 'dnc'
+    events = await stored_events(redis)
+    assert [e['type'] for e in events] == ['contact.completed', 'campaign.completed']
+    assert events[0]['data']['final_outcome'] == 'dnc'
+
+
+async def test_an_opt_out_through_the_agents_tool_appends_contact_opted_out_in_the_same_step(redis: Redis) -> None:
+    from dialer.dispositions import DispositionReport, record_disposition  # noqa: PLC0415
+
+    attempt_id = await live_attempt(redis)
+    report = DispositionReport(attempt_id=attempt_id, call_id='call-1', disposition='do_not_call')
+    recorded = await record_disposition(redis, report, outbox('http://127.0.0.1:9/a'))
+    assert recorded.verdict == 'recorded'
+    assert await redis.sismember(k.DNC, NUMBER)
+    events = await stored_events(redis)
+    assert [e['type'] for e in events] == ['contact.opted_out']
+    assert events[0]['data']['call_id'] == 'call-1'

@@ -143,7 +143,7 @@ async def _handle(rt: Runtime, request: Request) -> tuple[str, DispositionReport
     name = k.parse_attempt_id(attempt_id)[0]
     config = await _config(rt, name)
     report = _report(payload, config, attempt_id)
-    recorded = await record_disposition(rt.redis, report)
+    recorded = await record_disposition(rt.redis, report, rt.scripts.outbox)
     if not recorded.accepted:
         raise Refused(409 if recorded.verdict == 'foreign_call' else 404, recorded.verdict)
     return name, report, recorded

@@ -2,9 +2,10 @@
 -- and record the attempt as 'creating' BEFORE any request is sent, so no rerun can dial it blindly.
 -- KEYS: 1 clock, 2 campaign, 3 progress, 4 attempts, 5 due, 6 trunk slots, 7 account slots,
 --       8 trunk unsent, 9 claimed, 10 dnc, 11 trunk campaigns, 12 contacts, 13 account hold,
---       14 ambiguous attempts
+--       14 ambiguous attempts, 15.. the outbox tail (dialer/outbox.py)
 -- ARGV: 1 campaign name, 2 number, 3 attempt, 4 job ref, 5 trunk limit, 6 account limit,
---       7 lease ms, 8 lease ms of an ambiguous attempt (its call may be live: as long as a call)
+--       7 lease ms, 8 lease ms of an ambiguous attempt (its call may be live: as long as a call),
+--       9.. the outbox tail
 -- Returns {verdict, now, contact, progress}; verdict is one of
 --   go | ambiguous (a previous run may have created the call) | stale | paused | held (account or
 --   campaign fault: handed back unspent) | cancelled | dnc | no_slot
@@ -57,6 +58,12 @@ if not record then
     set_status(KEYS[2], progress, 'done')
     redis.call('HINCRBY', KEYS[2], 'o:' .. progress.o, 1)
     set_json(KEYS[3], number, progress)
+    -- the contact closes without a call: its event in this same step, like finish.lua's
+    if outbox_open(15, 9) then
+      local contact = get_json(KEYS[12], number) or {}
+      outbox_append('contact.completed', ARGV[1] .. ':' .. number, {campaign = ARGV[1], contact_id = contact.i,
+                    phone = number, final_outcome = progress.o, attempts = progress.a or 0}, now)
+    end
     maybe_complete(KEYS[2], KEYS[11], ARGV[1])
     return {progress.o, now}
   end

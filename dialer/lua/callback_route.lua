@@ -13,13 +13,12 @@ if not state or not contact then return {'gone', now} end
 if (state == 'completed' or state == 'cancelled') and now > tonumber(ARGV[3]) + tonumber(ARGV[4]) then
   return {'ended', now}
 end
-local progress = get_json(KEYS[4], number)
+-- a contact not claimed yet has no progress record (claim.lua starts it the same way)
+local progress = get_json(KEYS[4], number) or {s = 'pending', a = 0}
 set_json(KEYS[5], ARGV[2], {n = number, st = 'routed', t0 = now, a = ARGV[6]})
 redis.call('ZADD', KEYS[6], now + tonumber(ARGV[5]), ARGV[7])
 redis.call('HINCRBY', KEYS[2], 'ib:routed', 1)
-if progress then
-  progress.ib = (progress.ib or 0) + 1
-  progress.ibt = now
-  set_json(KEYS[4], number, progress)
-end
-return {'route', now, contact, progress and cjson.encode(progress) or ''}
+progress.ib = (progress.ib or 0) + 1
+progress.ibt = now
+set_json(KEYS[4], number, progress)
+return {'route', now, contact, cjson.encode(progress)}

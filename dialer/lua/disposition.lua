@@ -3,7 +3,7 @@
 -- the consent evidence, in the same step: from this moment begin.lua refuses the number everywhere.
 -- Idempotent: the same report (same digest of its arguments) is recorded once and answered alike; a
 -- different report for the same call replaces the disposition (an opt-out is never taken back here).
--- KEYS: 1 clock, 2 campaign, 3 progress, 4 attempts, 5 dnc, 6 dnc evidence
+-- KEYS: 1 clock, 2 campaign, 3 progress, 4 attempts, 5 dnc, 6 dnc evidence, 7.. the outbox tail
 -- ARGV: 1 campaign name, 2 number, 3 attempt, 4 call id, 5 disposition, 6 notes, 7 call-back ms
 --       ('' = none), 8 digest of the arguments, 9 opt-out ('1' / '0')
 -- Returns {verdict, now}: recorded | updated | duplicate | unknown_attempt | foreign_call
@@ -39,5 +39,10 @@ if ARGV[9] == '1' and redis.call('SADD', KEYS[5], number) == 1 then
   -- the first evidence stands: it is the moment the person asked
   redis.call('HSETNX', KEYS[6], number, cjson.encode({
     campaign = ARGV[1], call_id = ARGV[4], attempt = attempt, at_ms = now, source = 'agent_tool'}))
+  -- the opt-out's event, in the same step that records it (ARGV 10..: the outbox tail)
+  if outbox_open(7, 10) then
+    outbox_append('contact.opted_out', ARGV[1] .. ':' .. number,
+                  {campaign = ARGV[1], phone = number, call_id = ARGV[4], attempt = attempt, at_ms = now}, now)
+  end
 end
 return {verdict, now}
