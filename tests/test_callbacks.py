@@ -110,6 +110,7 @@ def test_a_contact_who_calls_back_reaches_the_campaign_agent_with_its_context_an
         'DIALER_SIP_FALLBACK_SECRETS': json.dumps([SECRET]),
         'DIALER_WEBHOOK_SECRETS': json.dumps(['whsec-callbacks-0123456789']),
         'DIALER_CALLBACK_DEFAULT_AGENT': DEFAULT_AGENT,
+        'DIALER_LOG_LEVEL': 'info',
     }
     with running_simulator(**FAST_SIMULATOR, forced_outcomes={N: ['no_answer']}) as sim:
         fleet = LocalFleet(

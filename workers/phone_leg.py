@@ -9,7 +9,10 @@ Exactly once across two APIs:
 A crash between 2 and 3 leaves ``placing``: the trackers (``poll_leg``) then look the leg up at the
 provider (To, From, created since the ledger time) instead of placing another; a leg never found
 within ``DIALER_AMBIGUOUS_QUARANTINE``, refused, or failed ends the Ultravox call
-(``DELETE /api/calls/{id}``) and the attempt with the provider's outcome.
+(``DELETE /api/calls/{id}``) and the attempt with the provider's outcome. A provider 429 ("too many
+calls") placed nothing: it holds the trunk (not the fleet) and leaves the leg ``held``; a tracker
+places it again after the hold, under the trunk's rate, within the same attempt (nothing spent), or
+ends the attempt if the Ultravox call stopped waiting (its ``joinTimeout``) meanwhile.
 
 Outcomes come from polling the provider's call (status callbacks only make the poll happen now):
 an unanswered leg ends the attempt with the provider's outcome at once; an answered one waits for the
@@ -18,8 +21,10 @@ Ultravox call to end and is billed from it (agent minutes only) plus the provide
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
 
 import structlog
 
@@ -81,7 +86,9 @@ def client_for(rt: Runtime, trunk: ProviderTrunk) -> PhoneProvider:
     return cached[1]
 
 
-async def _ledger(rt: Runtime, attempt_id: str, call_id: str, action: str, provider: str, leg_id: str = '') -> str:
+async def _ledger(
+    rt: Runtime, attempt_id: str, call_id: str, action: str, provider: str, leg_id: str = '', next_ms: int | None = None
+) -> str:
     script = _scripts.get(id(rt.redis))
     if script is None:
         script = _scripts[id(rt.redis)] = register(rt.redis, 'leg')
@@ -95,7 +102,7 @@ async def _ledger(rt: Runtime, attempt_id: str, call_id: str, action: str, provi
         leg_member(attempt_id, call_id),
         provider,
         leg_id,
-        int(rt.settings.poll_initial * 1000),
+        int(rt.settings.poll_initial * 1000) if next_ms is None else next_ms,
     ]
     result = await script(keys=keys, args=args)
     return str(result[0])
@@ -104,11 +111,12 @@ async def _ledger(rt: Runtime, attempt_id: str, call_id: str, action: str, provi
 def _callback_url(trunk: ProviderTrunk, attempt_id: str, call_id: str) -> str | None:
     if trunk.callback_url is None:
         return None
-    # the URL is part of what the provider signs, so these ids cannot be forged
-    return f'{trunk.callback_url}/webhooks/{trunk.provider}?a={attempt_id}&c={call_id}'
+    # the URL is part of what the provider signs, so these ids cannot be forged; encoded, because the
+    # attempt id holds a '+' that a query string would read as a space
+    return f'{trunk.callback_url}/webhooks/{trunk.provider}?{urlencode({"a": attempt_id, "c": call_id})}'
 
 
-async def place_phone_leg(  # noqa: PLR0911  one return per way the leg can go
+async def place_phone_leg(
     rt: Runtime, attempt_id: str, config: CampaignConfig, trunk: Trunk, call: dict[str, Any]
 ) -> None:
     """After the Ultravox call of a direct-mode attempt is recorded: place its phone leg, exactly once."""
@@ -117,7 +125,13 @@ async def place_phone_leg(  # noqa: PLR0911  one return per way the leg can go
     call_id = str(call['callId'])
     if await _ledger(rt, attempt_id, call_id, 'placing', trunk.provider) != 'placing':
         return  # already placed (or being resolved by the trackers), or the attempt moved on
-    join_url = call.get('joinUrl')
+    await _place(rt, attempt_id, config, trunk, call_id, call.get('joinUrl'))
+
+
+async def _place(
+    rt: Runtime, attempt_id: str, config: CampaignConfig, trunk: ProviderTrunk, call_id: str, join_url: Any
+) -> None:
+    """The provider request of a leg recorded ``placing`` (by the dial job, or a tracker after a hold)."""
     member = leg_member(attempt_id, call_id)
     if not isinstance(join_url, str) or not join_url:
         await _end_unplaced(rt, attempt_id, config, trunk, call_id, member, Outcome.FAILED, 'no joinUrl', final=False)
@@ -131,10 +145,14 @@ async def place_phone_leg(  # noqa: PLR0911  one return per way the leg can go
             callback_url=_callback_url(trunk, attempt_id, call_id),
         )
     except ProviderRateLimited as exc:
-        # the provider account is over its limits: hold this trunk (not the fleet) for Retry-After
-        await rt.scripts.hold(k.trunk_hold(trunk.name), max(int(exc.retry_after * 1000), 1000), f'{trunk.provider} 429')
+        # The provider account is over its limits and placed nothing: hold this trunk (not the fleet)
+        # for Retry-After and place the leg again after it, within this attempt. Handing the attempt
+        # back instead would give the next try a second Ultravox call under the same attempt id.
+        hold_ms = max(int(exc.retry_after * 1000), 1000)
+        await rt.scripts.hold(k.trunk_hold(trunk.name), hold_ms, f'{trunk.provider} 429')
         metrics.PROVIDER_LEGS.labels(kind=trunk.provider, result='rate_limited').inc()
-        await _end_unplaced(rt, attempt_id, config, trunk, call_id, member, Outcome.FAILED, str(exc), final=False)
+        await _ledger(rt, attempt_id, call_id, 'held', trunk.provider, next_ms=hold_ms)
+        log.info('phone_leg_held', attempt_id=masked_attempt(attempt_id), hold_ms=hold_ms)
         return
     except ProviderRejected as exc:
         metrics.PROVIDER_LEGS.labels(kind=trunk.provider, result='failed').inc()
@@ -150,6 +168,32 @@ async def place_phone_leg(  # noqa: PLR0911  one return per way the leg can go
     await _ledger(rt, attempt_id, call_id, 'placed', trunk.provider, leg.leg_id)
     metrics.PROVIDER_LEGS.labels(kind=trunk.provider, result='placed').inc()
     log.info('phone_leg_placed', call_id=call_id, leg_id=leg.leg_id)
+
+
+async def _place_held(
+    rt: Runtime, attempt_id: str, config: CampaignConfig, trunk: ProviderTrunk, call_id: str, member: str
+) -> None:
+    """A leg refused with 429: once the trunk's hold is over, place it again under the trunk's rate."""
+    wait_ms = await rt.take_rate_token(trunk, attempt_id)
+    if wait_ms < 0:  # still held (or the rate is far ahead): nothing reserved, ask again then
+        await rt.scripts.reschedule(k.TRACKING, [member], -wait_ms)
+        return
+    if wait_ms > 0:  # reserved, at most DIALER_MAX_RATE_WAIT ahead
+        await asyncio.sleep(wait_ms / 1000)
+    try:
+        call = await rt.ultravox.get_call(call_id)
+    except CallNotFound:
+        call = {}
+    except UltravoxError:
+        await rt.scripts.reschedule(k.TRACKING, [member], int(rt.settings.poll_interval * 1000))
+        return
+    if call.get('ended') is not None or not call.get('joinUrl'):
+        # nobody can stream to it any more; the attempt ends like a leg that never came
+        reason = 'the Ultravox call ended while the provider held the trunk'
+        await _end_unplaced(rt, attempt_id, config, trunk, call_id, member, Outcome.FAILED, reason, final=False)
+        return
+    if await _ledger(rt, attempt_id, call_id, 'placing', trunk.provider) == 'placing':
+        await _place(rt, attempt_id, config, trunk, call_id, call['joinUrl'])
 
 
 async def _end_unplaced(
@@ -297,6 +341,9 @@ async def _leg_status(
     """The leg's status; None when the poll is done (rescheduled, or the attempt was ended here)."""
     if leg.get('st') == 'placed':
         return await client.fetch(str(leg['id']))
+    if leg.get('st') == 'held':
+        await _place_held(rt, attempt_id, config, trunk, call_id, member)
+        return None
     settings = rt.settings
     age_ms = await rt.scripts.now_ms() - int(leg.get('t') or 0)
     if age_ms < settings.ambiguous_create_delay * 1000:

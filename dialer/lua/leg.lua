@@ -2,24 +2,35 @@
 -- record's ``leg`` field so that a crash between the Ultravox create and the provider create never
 -- yields a second phone call: 'placing' is written BEFORE the provider request, and from then on the
 -- attempt is followed by its leg member (attempt|call|leg) instead of the plain call member.
+-- A provider 429 proves nothing was placed: the leg goes 'held' and is placed again (within the
+-- same attempt, after the trunk's hold) by the trackers, through 'placing' once more.
 -- KEYS: 1 clock, 2 attempts, 3 tracking
--- ARGV: 1 field (number:attempt), 2 action (placing | placed), 3 call id, 4 plain member,
---       5 leg member, 6 provider, 7 leg id (placed), 8 first poll ms
+-- ARGV: 1 field (number:attempt), 2 action (placing | held | placed), 3 call id, 4 plain member,
+--       5 leg member, 6 provider, 7 leg id (placed), 8 next poll ms (placing: first poll; held: the hold)
 -- Returns {verdict, now, leg JSON}; verdict: placing (go ahead) | exists (a leg is already recorded:
--- look it up, never place another) | placed | gone (the attempt moved on or names another call)
+-- look it up, never place another) | held | placed | gone (the attempt moved on or names another call)
 local now = now_ms()
 local record = get_json(KEYS[2], ARGV[1])
 if not record or record.st ~= 'live' or record.call ~= ARGV[3] then return {'gone', now, ''} end
 if ARGV[2] == 'placing' then
-  if record.leg then return {'exists', now, cjson.encode(record.leg)} end
-  record.leg = {p = ARGV[6], st = 'placing', t = now}
+  if record.leg and record.leg.st ~= 'held' then return {'exists', now, cjson.encode(record.leg)} end
+  local tries = record.leg and record.leg.n or 0
+  record.leg = {p = ARGV[6], st = 'placing', t = now, n = tries + 1}
   set_json(KEYS[2], ARGV[1], record)
   redis.call('ZREM', KEYS[3], ARGV[4])
   redis.call('ZADD', KEYS[3], now + tonumber(ARGV[8]), ARGV[5])
   return {'placing', now, cjson.encode(record.leg)}
 end
--- placed: the provider answered with (or a lookup found) the leg's id
 if not record.leg then return {'gone', now, ''} end
+if ARGV[2] == 'held' then
+  -- only the request that was refused may say so: a leg placed or found meanwhile stays
+  if record.leg.st ~= 'placing' then return {'exists', now, cjson.encode(record.leg)} end
+  record.leg.st = 'held'
+  set_json(KEYS[2], ARGV[1], record)
+  redis.call('ZADD', KEYS[3], now + tonumber(ARGV[8]), ARGV[5])
+  return {'held', now, cjson.encode(record.leg)}
+end
+-- placed: the provider answered with (or a lookup found) the leg's id
 record.leg.st, record.leg.id = 'placed', ARGV[7]
 record.pcall = ARGV[7]
 set_json(KEYS[2], ARGV[1], record)

@@ -1,0 +1,217 @@
+"""Direct-mode phone legs under faults: workers SIGKILLed between the two creates, status callbacks lost
+or forged, the provider's 429. Real processes (CLI, workers, ``dialer webhooks``), the simulator over HTTP."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
+
+import httpx
+import pytest
+
+from dialer import constants as k
+from dialer.providers.twilio import signature
+from simulator.testing import free_port, running_simulator
+from tests.fleet_helpers import (
+    FAST_ENV,
+    FAST_SIMULATOR,
+    creates_per_attempt,
+    read_export,
+    wait_for,
+    write_campaign_file,
+    write_contacts,
+)
+from tests.test_provider_trunks_end_to_end import TWILIO_DIRECT_OUTCOME, TWILIO_SID, write_provider_trunk
+from workers.fleet import DIALER, LocalFleet
+
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    import redis as redis_sync
+
+
+pytestmark = pytest.mark.slow
+
+TOKEN = 'tw-s3cret-token'
+ACCOUNT = {'twilio': {'account_sid': TWILIO_SID, 'auth_token': TOKEN}}
+
+
+def twilio_trunk(tmp_path: Path, concurrent: int, cps: float, **fields: str) -> Path:
+    return write_provider_trunk(
+        tmp_path / 'trunks.toml', 'twilio', concurrent, cps, mode='"direct"', account_sid=f'"{TWILIO_SID}"',
+        auth_token_env='"TWILIO_TOKEN"', **fields,
+    )  # fmt: skip
+
+
+def twilio_fleet(tmp_path: Path, redis_url: str, sim_url: str, trunks: Path, **env: str) -> LocalFleet:
+    full = {**FAST_ENV, 'TWILIO_TOKEN': TOKEN, 'DIALER_TWILIO_BASE_URL': sim_url, **env}
+    return LocalFleet(redis_url, sim_url, trunks, full, log_dir=tmp_path)
+
+
+def legs_of(sim: Any) -> list[dict[str, Any]]:
+    legs: list[dict[str, Any]] = sim.client.get('/_sim/provider_calls/twilio').json()
+    return legs
+
+
+def assert_one_call_and_one_leg_per_attempt(
+    records: list[dict[str, Any]], legs: list[dict[str, Any]], rows: list[dict[str, str]]
+) -> None:
+    """One Ultravox call and one phone leg per attempt, and every contact ends as its last leg went."""
+    assert max(creates_per_attempt(records).values()) == 1, 'one Ultravox call per attempt'
+    per_attempt = creates_per_attempt([{'metadata': {'attempt_id': leg['attempt_id']}} for leg in legs])
+    assert max(per_attempt.values()) == 1, 'one phone leg per attempt'
+    assert set(per_attempt) == set(creates_per_attempt(records)), 'every Ultravox call got its phone leg'
+    last: dict[str, dict[str, Any]] = {}
+    for leg in sorted(legs, key=lambda leg: int(leg['attempt_id'].rsplit(':', 1)[1])):
+        last[leg['to']] = leg
+    for row in rows:
+        assert row['final_outcome'] == TWILIO_DIRECT_OUTCOME[last[row['phone']]['outcome']], (row, last[row['phone']])
+        assert int(row['attempts']) == sum(1 for leg in legs if leg['to'] == row['phone'])
+
+
+def test_workers_sigkilled_while_the_provider_create_is_in_flight_never_place_a_second_leg(
+    tmp_path: Path, redis_url: str, sync_redis: redis_sync.Redis
+) -> None:
+    contacts = 6
+    write_contacts(tmp_path / 'contacts.csv', contacts)
+    trunks = twilio_trunk(tmp_path, contacts, 20)
+    # every provider create answers 60 s late: the leg exists at the provider, the worker never hears of it
+    with running_simulator(**FAST_SIMULATOR, provider_accounts=ACCOUNT, provider_create_delay=60) as sim:
+        fleet = twilio_fleet(tmp_path, redis_url, sim.base_url, trunks)
+        campaign = write_campaign_file(tmp_path / 'campaign.toml', 'crash', 'twilio-numbers')
+        fleet.cli('campaign', 'load', str(tmp_path / 'contacts.csv'), '--campaign-file', str(campaign))
+        first = [fleet.start_worker(), fleet.start_worker()]
+        try:
+            wait_for(lambda: sim.stats()['faults'].get('provider_slow', 0) >= contacts, 60, 'every leg in flight')
+            for worker in first:
+                fleet.stop(worker, signal.SIGKILL)
+            placing = [json.loads(raw) for raw in sync_redis.hvals(k.campaign_attempts('crash'))]
+            assert sum(1 for record in placing if (record.get('leg') or {}).get('st') == 'placing') == contacts
+            sim.configure(provider_create_delay=0)
+            fleet.start_worker()
+            fleet.start_worker()
+            fleet.wait_until_finished('crash', timeout=120)
+        finally:
+            fleet.stop_all()
+        records, legs = sim.records(), legs_of(sim)
+
+    fleet.cli('campaign', 'export', 'crash', '--output', str(tmp_path / 'results.csv'))
+    rows = read_export(tmp_path / 'results.csv')
+    assert len(rows) == contacts
+    assert_one_call_and_one_leg_per_attempt(records, legs, rows)
+    first_legs = {leg['to']: leg['sid'] for leg in legs if leg['attempt_id'].endswith(':1')}
+    for row in rows:  # the lookup found and recorded each leg that was in flight when its worker died
+        assert row['provider_call_ids'].split(';')[0] == first_legs[row['phone']]
+
+
+def answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=5).status_code == httpx.codes.OK
+    except httpx.TransportError:
+        return False
+
+
+def post_callback(url: str, params: list[tuple[str, str]], signed_with: str) -> httpx.Response:
+    headers = {'X-Twilio-Signature': signature(signed_with, url, params)}
+    return httpx.post(url, data=dict(params), headers=headers, timeout=10)
+
+
+def test_signed_status_callbacks_are_followed_a_lost_one_is_caught_by_polling_and_a_forged_one_is_refused(
+    tmp_path: Path, redis_url: str, sync_redis: redis_sync.Redis
+) -> None:
+    contacts = 12
+    write_contacts(tmp_path / 'contacts.csv', contacts)
+    hook_port = free_port()
+    trunks = twilio_trunk(tmp_path, 4, 20, callback_url=f'"http://127.0.0.1:{hook_port}"')
+    long_call = '+12122000000'
+    simulator = {
+        **FAST_SIMULATOR,
+        'provider_accounts': ACCOUNT,
+        'provider_callback_loss_rate': 0.5,
+        'forced_outcomes': {long_call: ['answered']},
+    }
+    # polling is the slow fallback here (1 s), the callbacks the fast path
+    with running_simulator(**simulator) as sim:
+        fleet = twilio_fleet(
+            tmp_path, redis_url, sim.base_url, trunks, DIALER_POLL_INTERVAL='1',
+            DIALER_WEBHOOK_SECRETS=json.dumps(['whsec-provider-0123456789']),
+        )  # fmt: skip
+        hooks = subprocess.Popen(  # noqa: S603  our own CLI
+            [*DIALER, 'webhooks', '--port', str(hook_port)],
+            env={**fleet.env, 'DIALER_METRICS_PORT': '0'},
+            stderr=(tmp_path / 'webhooks.log').open('wb'),
+        )
+        campaign = write_campaign_file(tmp_path / 'campaign.toml', 'hooks', 'twilio-numbers')
+        fleet.cli('campaign', 'load', str(tmp_path / 'contacts.csv'), '--campaign-file', str(campaign))
+        try:
+            wait_for(lambda: answers(f'http://127.0.0.1:{hook_port}/health'), 60, 'the webhook receiver')
+            fleet.start_worker()
+            fleet.start_worker()
+            fleet.wait_until_finished('hooks', timeout=180)
+        finally:
+            fleet.stop_all()
+        stats, records, legs = sim.stats(), sim.records(), legs_of(sim)
+
+        # A forged callback about a followed leg: set one up (its tracking entry is still, no worker runs).
+        attempt_id, call_id = f'hooks:{long_call}:9', '00000000-1111-2222-3333-444444444444'
+        member = f'{attempt_id}|{call_id}|leg'
+        record = {'st': 'live', 'call': call_id, 'leg': {'p': 'twilio', 'st': 'placed', 'id': 'CA' + '0' * 32}}
+        sync_redis.hset(k.campaign_attempts('hooks'), f'{long_call}:9', json.dumps(record))
+        sync_redis.zadd(k.TRACKING, {member: 42})
+        url = f'http://127.0.0.1:{hook_port}/webhooks/twilio?' + urlencode({'a': attempt_id, 'c': call_id})
+        params = [('CallSid', 'CA' + '0' * 32), ('AccountSid', TWILIO_SID), ('CallStatus', 'completed')]
+        try:
+            assert post_callback(url, params, 'not-the-token').status_code == 401
+            unsigned = httpx.post(url, data=dict(params), timeout=10)
+            assert unsigned.status_code == 401
+            assert sync_redis.zscore(k.TRACKING, member) == 42, 'a refused callback moves nothing'
+            assert json.loads(sync_redis.hget(k.campaign_attempts('hooks'), f'{long_call}:9')) == record
+            # the same callback signed with the account's token is taken (the leg is polled now)
+            assert post_callback(url, params, TOKEN).status_code == 200
+            assert sync_redis.zscore(k.TRACKING, member) != 42
+        finally:
+            hooks.terminate()
+            hooks.wait(timeout=30)
+
+    assert stats['webhooks'].get('twilio_callbacks_200', 0) >= 1, 'callbacks arrived and were taken'
+    assert stats['webhooks'].get('twilio_callbacks_401', 0) == 0, 'every callback of the simulator verified'
+    assert stats['faults'].get('twilio_callback_lost', 0) >= 1, 'some callbacks were lost'
+    fleet.cli('campaign', 'export', 'hooks', '--output', str(tmp_path / 'results.csv'))
+    rows = read_export(tmp_path / 'results.csv')
+    assert len(rows) == contacts
+    assert_one_call_and_one_leg_per_attempt(records, legs, rows)
+
+
+def test_a_provider_429_holds_the_trunk_and_places_the_leg_again_without_spending_the_attempt(
+    tmp_path: Path, redis_url: str, sync_redis: redis_sync.Redis
+) -> None:
+    contacts = 8
+    write_contacts(tmp_path / 'contacts.csv', contacts)
+    # the trunk claims 10 calls/s, the provider account takes 1: second tries are refused with 429 (two
+    # at a time, so a held leg waits a few seconds at most, well inside its Ultravox call's joinTimeout)
+    trunks = twilio_trunk(tmp_path, 2, 10)
+    # slower simulated time, so the Ultravox calls keep waiting (joinTimeout 600 s) through the holds
+    simulator = {**FAST_SIMULATOR, 'time_scale': 0.01, 'talk_min': 10, 'talk_max': 60}
+    with running_simulator(**simulator, provider_accounts=ACCOUNT, provider_calls_per_second=1) as sim:
+        fleet = twilio_fleet(tmp_path, redis_url, sim.base_url, trunks)
+        campaign = write_campaign_file(tmp_path / 'campaign.toml', 'busy', 'twilio-numbers', max_attempts=1)
+        campaign.write_text(campaign.read_text().replace('join_timeout = 30', 'join_timeout = 600'))
+        fleet.cli('campaign', 'load', str(tmp_path / 'contacts.csv'), '--campaign-file', str(campaign))
+        fleet.start_worker()
+        fleet.start_worker()
+        try:
+            fleet.wait_until_finished('busy', timeout=180)
+        finally:
+            fleet.stop_all()
+        stats, records, legs = sim.stats(), sim.records(), legs_of(sim)
+
+    assert stats['rejected'].get('twilio_429', 0) >= 1, 'the 429 path was exercised'
+    fleet.cli('campaign', 'export', 'busy', '--output', str(tmp_path / 'results.csv'))
+    rows = read_export(tmp_path / 'results.csv')
+    assert len(rows) == contacts
+    assert all(row['attempts'] == '1' for row in rows), 'a 429 spent no attempt'
+    assert_one_call_and_one_leg_per_attempt(records, legs, rows)
