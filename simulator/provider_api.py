@@ -96,7 +96,7 @@ class TwilioSim:
             'duration': str(round(talk)) if over else None,
             'price': f'-{0.014 * max(1, round(talk / 60 + 0.5)):.5f}' if over and talk else None,
             'price_unit': 'USD',
-            'answered_by': None,
+            'answered_by': call['answered_by'] if status in {'in-progress', 'completed'} else None,
         }
 
     async def create(self, request: Request) -> Response:
@@ -125,6 +125,9 @@ class TwilioSim:
         config = self.sim.config
         rng = self.sim.store.planner.rng_for(config.seed, str(to), plan.metadata, plan.seq)
         chosen = self.sim.store.planner.outcome(config, rng, str(to))
+        # a voicemail is an answered call; with MachineDetection asked for, Twilio's AMD says "machine"
+        machine = chosen is SimOutcome.VOICEMAIL
+        chosen = SimOutcome.ANSWERED if machine else chosen
         outcome, joined, ended, talk, _ = self.sim.store.planner.timings(config, rng, chosen, plan.base)
         providers.join(plan, outcome, joined or 0.0, talk, now)
         plan.user, plan.to = str(to), str(to)
@@ -141,7 +144,12 @@ class TwilioSim:
             'ended': now + ended * scale,
             'final': status,
             'sip': sip,
-            'outcome': str(outcome),
+            'outcome': 'voicemail' if machine and form.get('MachineDetection') else str(outcome),
+            'answered_by': (
+                ('machine_start' if machine else 'human')
+                if form.get('MachineDetection') and outcome is SimOutcome.ANSWERED
+                else None
+            ),
             'attempt_id': plan.metadata.get('attempt_id'),
             'call_id': plan.call_id,
             'callback': form.get('StatusCallback'),
@@ -170,6 +178,8 @@ class TwilioSim:
             ('To', call['to']),
             ('From', call['from']),
         ]
+        if call['answered_by']:
+            params.append(('AnsweredBy', call['answered_by']))
         headers = {'X-Twilio-Signature': signature(token, call['callback'], params)}
         try:
             async with httpx.AsyncClient(timeout=5.0) as client:

@@ -112,7 +112,7 @@ def test_a_contact_who_calls_back_reaches_the_campaign_agent_with_its_context_an
         'DIALER_CALLBACK_DEFAULT_AGENT': DEFAULT_AGENT,
         'DIALER_LOG_LEVEL': 'info',
     }
-    with running_simulator(**FAST_SIMULATOR, forced_outcomes={N: ['no_answer']}) as sim:
+    with running_simulator(**FAST_SIMULATOR, forced_outcomes={N: ['no_answer', 'answered']}) as sim:
         fleet = LocalFleet(
             redis_url, sim.base_url, write_trunks(tmp_path / 'trunks.toml', 'sip.cb.example', {'t': (4, 50)}), env
         )

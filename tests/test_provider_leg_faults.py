@@ -140,7 +140,7 @@ def test_signed_status_callbacks_are_followed_a_lost_one_is_caught_by_polling_an
             tmp_path, redis_url, sim.base_url, trunks, DIALER_POLL_INTERVAL='1',
             DIALER_WEBHOOK_SECRETS=json.dumps(['whsec-provider-0123456789']),
         )  # fmt: skip
-        hooks = subprocess.Popen(  # noqa: S603  our own CLI
+        hooks = subprocess.Popen(
             [*DIALER, 'webhooks', '--port', str(hook_port)],
             env={**fleet.env, 'DIALER_METRICS_PORT': '0'},
             stderr=(tmp_path / 'webhooks.log').open('wb'),

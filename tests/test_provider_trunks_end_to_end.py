@@ -99,6 +99,7 @@ TWILIO_DIRECT_OUTCOME = {
     'invalid_number': 'failed',
     'connection_error': 'failed',
     'system_error': 'failed',
+    'voicemail': 'voicemail',  # answered by a machine, as Twilio's AMD (AnsweredBy) says
 }
 TWILIO_SID = 'AC' + '1' * 32
 
@@ -109,10 +110,10 @@ def test_direct_mode_twilio_places_one_phone_leg_per_attempt_and_polling_alone_r
     write_contacts(tmp_path / 'contacts.csv', 20)
     trunks = write_provider_trunk(
         tmp_path / 'trunks.toml', 'twilio', 4, 20, mode='"direct"', account_sid=f'"{TWILIO_SID}"',
-        auth_token_env='"TWILIO_TOKEN"',
+        auth_token_env='"TWILIO_TOKEN"', additional_params='{ MachineDetection = "Enable" }',
     )  # fmt: skip
     account = {'twilio': {'account_sid': TWILIO_SID, 'auth_token': 'tw-s3cret-token'}}
-    with running_simulator(**FAST_SIMULATOR, provider_accounts=account) as sim:
+    with running_simulator(**FAST_SIMULATOR, provider_accounts=account, voicemail_rate=0.5) as sim:
         env = {**FAST_ENV, 'TWILIO_TOKEN': 'tw-s3cret-token', 'DIALER_TWILIO_BASE_URL': sim.base_url}
         fleet = LocalFleet(redis_url, sim.base_url, trunks, env, log_dir=tmp_path)
         assert fleet.cli('trunks', 'check').returncode == 0, 'direct mode needs no telephony config'
@@ -142,5 +143,9 @@ def test_direct_mode_twilio_places_one_phone_leg_per_attempt_and_polling_alone_r
         leg = last_leg[row['phone']]
         assert row['final_outcome'] == TWILIO_DIRECT_OUTCOME[leg['outcome']], (row, leg)
         assert row['provider_status'] == leg['final']
+        assert row['amd_verdict'] == (leg['answered_by'] or '')
+        if leg['outcome'] == 'voicemail':
+            assert row['voicemail_left'] == 'False', 'a machine answered; the agent left no message'
         assert float(row['sip_billed_seconds']) == 0
         assert 'tw-s3cret-token' not in str(row)
+    assert any(leg['outcome'] == 'voicemail' for leg in legs), 'the AMD path was exercised'

@@ -11,7 +11,7 @@ provider (To, From, created since the ledger time) instead of placing another; a
 within ``DIALER_AMBIGUOUS_QUARANTINE``, refused, or failed ends the Ultravox call
 (``DELETE /api/calls/{id}``) and the attempt with the provider's outcome. A provider 429 ("too many
 calls") placed nothing: it holds the trunk (not the fleet) and leaves the leg ``held``; a tracker
-places it again after the hold, under the trunk's rate, within the same attempt (nothing spent), or
+places it again when the hold ends, before new dials, within the same attempt (nothing spent), or
 ends the attempt if the Ultravox call stopped waiting (its ``joinTimeout``) meanwhile.
 
 Outcomes come from polling the provider's call (status callbacks only make the poll happen now):
@@ -21,8 +21,8 @@ Ultravox call to end and is billed from it (agent minutes only) plus the provide
 
 from __future__ import annotations
 
-import asyncio
 import json
+import math
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
@@ -41,12 +41,13 @@ from dialer.providers import (
     ProviderRateLimited,
     ProviderRejected,
     ProviderUnavailable,
+    is_machine,
     provider_client,
 )
 from dialer.scripts import register
 from dialer.trunks import TrunkConfigError
 from dialer.ultravox import CallNotFound, UltravoxError
-from workers.calls import billing_fields, count_end, retry_at, tracking_member
+from workers.calls import billing_fields, count_end, retry_at, tracking_member, voicemail_fields
 
 
 if TYPE_CHECKING:
@@ -148,8 +149,10 @@ async def _place(
         # The provider account is over its limits and placed nothing: hold this trunk (not the fleet)
         # for Retry-After and place the leg again after it, within this attempt. Handing the attempt
         # back instead would give the next try a second Ultravox call under the same attempt id.
+        # New dials wait one more rate interval: a held leg, whose Ultravox call is waiting, goes first.
         hold_ms = max(int(exc.retry_after * 1000), 1000)
-        await rt.scripts.hold(k.trunk_hold(trunk.name), hold_ms, f'{trunk.provider} 429')
+        gap_ms = _interval_ms(trunk)
+        await rt.scripts.hold(k.trunk_hold(trunk.name), hold_ms + gap_ms, f'{trunk.provider} 429')
         metrics.PROVIDER_LEGS.labels(kind=trunk.provider, result='rate_limited').inc()
         await _ledger(rt, attempt_id, call_id, 'held', trunk.provider, next_ms=hold_ms)
         log.info('phone_leg_held', attempt_id=masked_attempt(attempt_id), hold_ms=hold_ms)
@@ -170,16 +173,20 @@ async def _place(
     log.info('phone_leg_placed', call_id=call_id, leg_id=leg.leg_id)
 
 
+def _interval_ms(trunk: ProviderTrunk) -> int:
+    return max(1, math.ceil(1000 / trunk.calls_per_second))
+
+
 async def _place_held(
     rt: Runtime, attempt_id: str, config: CampaignConfig, trunk: ProviderTrunk, call_id: str, member: str
 ) -> None:
-    """A leg refused with 429: once the trunk's hold is over, place it again under the trunk's rate."""
-    wait_ms = await rt.take_rate_token(trunk, attempt_id)
-    if wait_ms < 0:  # still held (or the rate is far ahead): nothing reserved, ask again then
-        await rt.scripts.reschedule(k.TRACKING, [member], -wait_ms)
+    """A leg refused with 429: place it again at the end of the trunk's hold, in the rate interval
+    that the hold keeps free of new dials (a rate token would race the dial jobs waiting for that
+    moment, and a held leg could starve until its Ultravox call stops waiting)."""
+    left_ms = int(await rt.redis.pttl(k.trunk_hold(trunk.name))) - _interval_ms(trunk)
+    if left_ms > 0:  # another 429 extended the hold meanwhile
+        await rt.scripts.reschedule(k.TRACKING, [member], left_ms)
         return
-    if wait_ms > 0:  # reserved, at most DIALER_MAX_RATE_WAIT ahead
-        await asyncio.sleep(wait_ms / 1000)
     try:
         call = await rt.ultravox.get_call(call_id)
     except CallNotFound:
@@ -405,7 +412,17 @@ async def _end_answered(
         **billing_fields(billing),
         **_leg_fields(leg),
     }
-    await _finish(rt, attempt_id, config, Outcome.ANSWERED, fields, member, billing_final=billing.final)
+    outcome = Outcome.ANSWERED
+    if 'created' in call:  # the agent's own voicemail step, as for a SIP call
+        fields.update(await voicemail_fields(rt, config, call))
+    if is_machine(leg.amd):
+        # the provider's answering-machine detection: a voicemail, left only if the agent says so
+        fields['vm'], fields['vml'] = 1, int(bool(fields.get('vml')))
+    if fields.get('vm'):
+        outcome = Outcome.VOICEMAIL
+    recorded = await _finish(rt, attempt_id, config, outcome, fields, member, billing_final=billing.final)
+    if recorded and outcome is Outcome.VOICEMAIL:
+        metrics.VOICEMAILS.labels(campaign=config.name, left='true' if fields.get('vml') else 'false').inc()
 
 
 async def nudge_leg(rt: Runtime, attempt_id: str, call_id: str) -> bool:

@@ -79,6 +79,13 @@ class PhoneProvider(Protocol):
     async def aclose(self) -> None: ...
 
 
+def is_machine(amd: str | None) -> bool:
+    """Whether an answering-machine verdict says a machine answered: Twilio's ``AnsweredBy``
+    ``machine_start`` / ``machine_end_beep`` / ``machine_end_silence`` / ``machine_end_other``,
+    Telnyx's ``machine`` (``human``, ``fax``, ``unknown``, ``not_sure`` are not)."""
+    return amd is not None and amd.startswith('machine')
+
+
 def verify_callback(trunk: ProviderTrunk, url: str, headers: Mapping[str, str], body: bytes, now: float) -> bool:
     """Whether a status callback to ``url`` was signed by ``trunk``'s provider account."""
     from dialer.providers import twilio  # noqa: PLC0415  one provider module per kind
