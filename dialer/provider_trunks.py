@@ -110,6 +110,8 @@ class ProviderTrunk(TrunkLimits):
     secret_fields: ClassVar[tuple[str, ...]]
     #: Plain credential fields required in direct mode.
     id_fields: ClassVar[tuple[str, ...]]
+    #: Whether the dialer can place this provider's phone leg itself (direct mode) yet.
+    direct_available: ClassVar[bool] = False
 
     name: str
     mode: Mode = 'ultravox'
@@ -158,6 +160,12 @@ class ProviderTrunk(TrunkLimits):
             if missing is not None:
                 hint = f' (or {missing}_env / {missing}_file)' if missing in self.secret_fields else ''
                 raise ValueError(f'{missing}: is required in direct mode{hint}')
+            if not self.direct_available:
+                # refused here, not at the first dial: a campaign on it could never place a call
+                raise ValueError(
+                    f'mode: direct mode is not available for {self.provider} yet; use mode = "ultravox" '
+                    f'(Ultravox places the call with the credentials in /api/telephony_configs/{self.provider})'
+                )
         return self
 
     def _given(self, field: str) -> bool:
@@ -211,6 +219,7 @@ class TwilioTrunk(ProviderTrunk):
     documented_params: ClassVar[dict[str, _Spec]] = _TWILIO_PARAMS
     secret_fields: ClassVar[tuple[str, ...]] = ('auth_token',)
     id_fields: ClassVar[tuple[str, ...]] = ('account_sid',)
+    direct_available: ClassVar[bool] = True
 
     account_sid: str | None = Field(default=None, pattern=r'^AC[0-9a-fA-F]{32}$')
     #: Signs status callbacks (X-Twilio-Signature) and, without an API key, authenticates requests.
