@@ -223,3 +223,9 @@ async def test_a_webhook_that_overtakes_its_create_is_asked_to_come_again(client
     response = await post(client, *signed('call.ended', ended_call(attempt_id, billed=False)))
     assert response.status_code == 409, 'a non-2xx makes Ultravox deliver it again, after the create is recorded'
     assert await redis.zcard(k.TRACKING) == 0
+
+
+async def test_a_webhook_for_a_call_back_is_accepted_and_left_to_its_trackers(client, redis) -> None:
+    call = {**ended_call('unused', billed=False), 'metadata': {'direction': 'inbound', 'callback_id': 'cb-1'}}
+    response = await post(client, *signed('call.ended', call))
+    assert (response.status_code, response.json()) == (202, {'result': 'inbound_call'})

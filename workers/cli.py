@@ -104,8 +104,13 @@ def webhooks(*, host: str, port: int) -> None:
     from workers.webhooks import build_webhook_app, serve_webhooks  # noqa: PLC0415
 
     settings = load_settings()
-    if not settings.webhook_secrets:
-        raise click.ClickException('DIALER_WEBHOOK_SECRETS is empty: refusing to accept unsigned webhooks')
+    # every route checks its own secret and refuses everything without one; with none at all there
+    # is nothing this server could accept
+    if not (settings.webhook_secrets or settings.sip_fallback_secrets or settings.tool_secret):
+        raise click.ClickException(
+            'nothing to serve: set DIALER_WEBHOOK_SECRETS (Ultravox webhooks), DIALER_SIP_FALLBACK_SECRETS '
+            '(call-backs) or DIALER_TOOL_SECRET (the agent tool); unsigned requests are never accepted'
+        )
     try:
         rt = Runtime.create(settings)
     except TrunkConfigError as exc:

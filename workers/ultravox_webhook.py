@@ -77,8 +77,9 @@ async def _read_body(request: Request, limit: int, seconds: float) -> bytes:
     return bytes(body)
 
 
-def _parse(body: bytes) -> tuple[str, str, str]:
-    """(event, attempt id, call id) of a dialer call event, or ``BadDelivery(400)``."""
+def _parse(body: bytes) -> tuple[str, str | None, str]:
+    """(event, attempt id, call id) of a dialer call event, or ``BadDelivery(400)``. The attempt id is
+    None for a call-back (an inbound call: its trackers find and poll it, workers/callback_tracking.py)."""
     try:
         payload: Any = json.loads(body)
     except (ValueError, RecursionError):
@@ -92,6 +93,8 @@ def _parse(body: bytes) -> tuple[str, str, str]:
     call_id = call.get('callId')
     if not isinstance(event, str) or event not in EVENTS:
         raise BadDelivery(400, 'unknown_event')
+    if isinstance(metadata, dict) and metadata.get('direction') == 'inbound' and isinstance(call_id, str):
+        return event, None, call_id
     if not isinstance(attempt_id, str) or not _ATTEMPT_ID.fullmatch(attempt_id):
         raise BadDelivery(400, 'not_a_dialer_call')
     if not isinstance(call_id, str) or not _CALL_ID.fullmatch(call_id):
@@ -164,7 +167,7 @@ async def receive_ultravox_webhook(rt: Runtime, request: Request) -> Response:
     event = 'unknown'
     try:
         event, attempt_id, call_id = _parse(await _authentic_body(rt, request))
-        verdict = await _nudge(rt, event, attempt_id, call_id)
+        verdict = 'inbound_call' if attempt_id is None else await _nudge(rt, event, attempt_id, call_id)
     except BadDelivery as exc:
         metrics.WEBHOOKS_RECEIVED.labels(event=event, verdict=exc.reason).inc()
         log.warning('webhook_refused', reason=exc.reason, status=exc.status)
