@@ -339,7 +339,13 @@ class Scripts:
         return Forgotten(bool(forgotten), int(left), int(lookups))
 
     async def send(
-        self, attempt_id: str, *, contact_id: str = '', caller_id: str = '', callback_retention_ms: int = 0
+        self,
+        attempt_id: str,
+        *,
+        contact_id: str = '',
+        caller_id: str = '',
+        callback_retention_ms: int = 0,
+        trunk: str = '',
     ) -> str:
         """Right before the create: ``go`` (now marked as possibly sent), or why it must not go.
 
@@ -348,7 +354,7 @@ class Scripts:
         """
         name, number, attempt = k.parse_attempt_id(attempt_id)
         keys = [k.campaign(name), k.campaign_attempts(name), k.DNC, k.campaign_progress(name), k.callback(number)]
-        args = [number, attempt, name, contact_id, caller_id, callback_retention_ms]
+        args = [number, attempt, name, contact_id, caller_id, callback_retention_ms, trunk]
         return str(await self._run('send', keys, args))
 
     async def lift_fault(self) -> bool:

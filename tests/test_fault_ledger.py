@@ -213,3 +213,12 @@ async def test_a_poll_does_not_push_back_an_entry_a_webhook_made_due_while_it_wa
     assert await redis.zscore(k.TRACKING, 'a|nudged') == 0, 'still due now'
     assert now < await redis.zscore(k.TRACKING, 'b|leased') <= now + 60_000
     assert await redis.zscore(k.TRACKING, 'c|gone') is None
+
+
+async def test_the_trunk_and_caller_id_of_an_attempt_are_recorded_when_its_create_is_sent(redis) -> None:
+    phones = await make_campaign(redis, numbers=1)
+    scripts = Scripts(redis)
+    attempt_id = (await begin_first(scripts)).split('#')[0]
+    assert await scripts.send(attempt_id, caller_id='+14155550100', trunk='t1') == 'go'
+    record = json.loads(await redis.hget(k.campaign_attempts('c1'), f'{phones[0]}:1'))
+    assert (record['trunk'], record['from']) == ('t1', '+14155550100')

@@ -143,6 +143,7 @@ async def _create(
             contact_id=str(request.body.get('metadata', {}).get('contact_id', '')),
             caller_id=trunk.caller_id,
             callback_retention_ms=int(rt.settings.callback_retention * 1000),
+            trunk=trunk.name,
         )
         if verdict != 'go':
             return await _not_sent(rt, job_ref, attempt_id, config, trunk, verdict)

@@ -6,7 +6,7 @@
 -- contact who rings back the caller id we are about to show is always routed to this campaign.
 -- KEYS: 1 clock, 2 campaign, 3 attempts, 4 dnc, 5 progress, 6 call-back index entry of the number
 -- ARGV: 1 number, 2 attempt, 3 campaign name, 4 contact id, 5 caller id shown, 6 index retention ms
---       (0 = no index)
+--       (0 = no index), 7 trunk name (recorded on the attempt with the caller id, for the export)
 -- Returns go | dnc | paused | cancelled | closed | stale
 local now = now_ms()
 local field = ARGV[1] .. ':' .. ARGV[2]
@@ -21,6 +21,8 @@ local progress = get_json(KEYS[5], ARGV[1])
 if progress and progress.cbk then return 'closed' end
 if not record.sent then
   record.sent = now
+  if ARGV[7] and ARGV[7] ~= '' then record.trunk = ARGV[7] end
+  if ARGV[5] ~= '' then record.from = ARGV[5] end
   set_json(KEYS[3], field, record)
 end
 local retention = tonumber(ARGV[6] or '0') or 0
