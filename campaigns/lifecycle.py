@@ -9,6 +9,7 @@ from pydantic import ValidationError
 
 from dialer import constants as k
 from dialer.models import CampaignConfig, CampaignState, check_name
+from dialer.outbox import NO_OUTBOX, Outbox
 from dialer.scripts import Scripts
 
 
@@ -100,9 +101,10 @@ def merge_update(config: CampaignConfig, changes: dict[str, Any]) -> CampaignCon
         raise CampaignConflictError(str(exc)) from None
 
 
-async def change_state(redis: Redis, name: str, action: str) -> str:
+async def change_state(redis: Redis, name: str, action: str, outbox: Outbox = NO_OUTBOX) -> str:
+    """``outbox``: where a cancel's closed contacts announce themselves (result webhooks)."""
     config = await read_config(redis, name)
-    scripts = Scripts(redis)
+    scripts = Scripts(redis, outbox)
     try:
         state = await scripts.lifecycle(name, config.trunk, action)
     except ValueError as exc:

@@ -386,7 +386,8 @@ class Scripts:
 
     async def cancel_batch(self, name: str, trunk: str, batch: int = 1000) -> int:
         keys = [k.campaign(name), k.campaign_due(name), k.campaign_progress(name), k.trunk_campaigns(trunk)]
-        return int(await self._run('cancel', keys, [name, batch]))
+        keys += [k.campaign_contacts(name), *self.outbox.keys()]
+        return int(await self._run('cancel', keys, [name, batch, *self.outbox.args()]))
 
     async def requeue(self, name: str, trunk: str, outcome: str, reason: str, numbers: Sequence[str]) -> int:
         """Reopen those of ``numbers`` that ended with ``outcome`` (and ``reason`` in their last record)."""

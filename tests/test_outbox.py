@@ -267,3 +267,14 @@ async def test_an_opt_out_through_the_agents_tool_appends_contact_opted_out_in_t
     events = await stored_events(redis)
     assert [e['type'] for e in events] == ['contact.opted_out']
     assert events[0]['data']['call_id'] == 'call-1'
+
+
+async def test_contacts_closed_by_a_cancel_announce_themselves(redis: Redis) -> None:
+    from campaigns.lifecycle import change_state  # noqa: PLC0415
+    from tests.ledger import make_campaign  # noqa: PLC0415
+
+    await make_campaign(redis, numbers=3)
+    assert await change_state(redis, 'c1', 'cancel', outbox('http://127.0.0.1:9/a')) == 'cancelled'
+    events = await stored_events(redis)
+    assert [e['type'] for e in events] == ['contact.completed'] * 3
+    assert {e['data']['final_outcome'] for e in events} == {'cancelled'}

@@ -18,6 +18,7 @@ from campaigns import lifecycle, reschedule, results
 from campaigns.describe import describe_campaign, describe_lines
 from campaigns.loader import LoadSummary, load_contacts
 from dialer.models import NEVER_RETRIED, CampaignConfig, Outcome, RetryPolicy
+from dialer.outbox import Outbox
 from dialer.trunks import Trunk, TrunkConfigError, TrunkRegistry
 from workers.cli import cli, load_settings, run
 from workers.cli_load import load_options, report_load, settings_for_load
@@ -318,7 +319,7 @@ def _state_command(action: str, doc: str) -> None:
         async def go() -> str:
             redis = redis_client(settings)
             try:
-                return await lifecycle.change_state(redis, name, action)
+                return await lifecycle.change_state(redis, name, action, Outbox.from_settings(settings))
             finally:
                 await redis.aclose()
 
