@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from campaigns.policy import NeverCallable, NoTimezone, contact_zones, decide_retry, next_callable
 from dialer import constants as k
 from dialer.models import Outcome, attempts_counted
+from dialer.outbox import NO_OUTBOX, Outbox
 from dialer.scripts import Scripts, register
 
 
@@ -114,8 +115,9 @@ class _Planner:
         return _ms(decision.retry_at)
 
 
-async def reschedule_waiting(redis: Redis, config: CampaignConfig) -> RescheduleSummary:
-    """Give every contact in the campaign's due ZSET the due time ``config`` implies."""
+async def reschedule_waiting(redis: Redis, config: CampaignConfig, outbox: Outbox = NO_OUTBOX) -> RescheduleSummary:
+    """Give every contact in the campaign's due ZSET the due time ``config`` implies; contacts closed
+    by the new policy announce themselves through ``outbox`` (result webhooks)."""
     name = config.name
     script = register(redis, 'retime')
     planner = _Planner(config, await Scripts(redis).now_ms())
@@ -128,8 +130,9 @@ async def reschedule_waiting(redis: Redis, config: CampaignConfig) -> Reschedule
         batch.clear()
         if changes:
             keys = [k.CLOCK_OFFSET, k.campaign(name), k.campaign_due(name), k.campaign_progress(name)]
-            keys.append(k.trunk_campaigns(config.trunk))
-            moved, closed, skipped = await script(keys=keys, args=[name, *changes])
+            keys += [k.trunk_campaigns(config.trunk), k.campaign_contacts(name), *outbox.keys()]
+            tail = [str(arg) for arg in outbox.args()]
+            moved, closed, skipped = await script(keys=keys, args=[name, len(tail), *tail, *changes])
             summary.moved += int(moved)
             summary.closed += int(closed)
             summary.skipped += int(skipped)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from dialer import constants as k
+from dialer.outbox import NO_OUTBOX, Outbox
 from dialer.scripts import register
 
 
@@ -52,9 +53,11 @@ class Ended:
 
 
 class CallbackScripts:
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, outbox: Outbox = NO_OUTBOX) -> None:
         self._route = register(redis, 'callback_route')
         self._track = register(redis, 'callback_track')
+        #: where a contact closed by an answered call-back announces itself (result webhooks)
+        self.outbox = outbox
 
     async def route(
         self,
@@ -92,6 +95,8 @@ class CallbackScripts:
             k.TRACKING,
             k.campaign_due(campaign),
             k.trunk_campaigns(trunk),
+            k.campaign_contacts(campaign),
+            *self.outbox.keys(),
         ]
 
     async def live(self, member: str, call_id: str, trunk: str, next_poll_ms: int) -> bool:
@@ -127,6 +132,7 @@ class CallbackScripts:
             '1' if billing_final else '0',
             '1' if close_contact else '0',
             str(billing_poll_ms),
+            *(str(arg) for arg in self.outbox.args()),
         ]
         result = int(await self._track(keys=self._keys(campaign, trunk), args=args))
         return Ended(news=bool(result & 1), billing_counted=bool(result & 2))

@@ -220,10 +220,11 @@ def _answers(url: str) -> bool:
         return False
 
 
-async def _answered_callback(redis: Any, number: str) -> None:
+async def _answered_callback(redis: Any, number: str, outbox: Any = None) -> None:
     from dialer.callback_scripts import CallbackScripts, inbound_member  # noqa: PLC0415
+    from dialer.outbox import NO_OUTBOX  # noqa: PLC0415
 
-    scripts = CallbackScripts(redis)
+    scripts = CallbackScripts(redis, outbox or NO_OUTBOX)
     routed = await scripts.route('c1', number, 'cb-0000000000000001', dialled_ms=0, window_ms=0,
                                  first_poll_ms=0, attempt_id=f'c1:{number}:1')  # fmt: skip
     assert routed.verdict == 'route'
@@ -255,6 +256,19 @@ async def test_an_answered_call_back_closes_a_waiting_contact_and_stops_a_claime
     assert (progress['s'], progress['o']) == ('done', 'called_back')
     assert await redis.zscore(k.campaign_due('c1'), waiting) is None
     assert await redis.hget(k.campaign('c1'), 'ib_sip_seconds') == '72'
+
+
+async def test_a_contact_closed_by_its_call_back_announces_itself(redis: Any) -> None:
+    from dialer.outbox import Outbox, ResultWebhook  # noqa: PLC0415
+    from tests.ledger import make_campaign  # noqa: PLC0415
+
+    phones = await make_campaign(redis, numbers=1)
+    await _answered_callback(
+        redis, phones[0], Outbox((ResultWebhook(url='http://127.0.0.1:9/a', secret='s' * 16),), 100)
+    )
+    ids = await redis.zrange(k.OUTBOX_LOG, 0, -1)
+    events = [json.loads(raw) for raw in await redis.hmget(k.OUTBOX_EVENTS, ids)]
+    assert (events[0]['type'], events[0]['data']['final_outcome']) == ('contact.completed', 'called_back')
 
 
 async def test_send_writes_the_call_back_index_entry_with_its_retention(redis: Any) -> None:

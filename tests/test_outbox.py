@@ -278,3 +278,21 @@ async def test_contacts_closed_by_a_cancel_announce_themselves(redis: Redis) -> 
     events = await stored_events(redis)
     assert [e['type'] for e in events] == ['contact.completed'] * 3
     assert {e['data']['final_outcome'] for e in events} == {'cancelled'}
+
+
+async def test_contacts_closed_by_an_update_announce_themselves(redis: Redis) -> None:
+    from campaigns.lifecycle import read_config  # noqa: PLC0415
+    from campaigns.reschedule import reschedule_waiting  # noqa: PLC0415
+    from tests.ledger import make_campaign  # noqa: PLC0415
+
+    phones = await make_campaign(redis, numbers=2)
+    for phone in phones:  # each made one attempt that ended no_answer and waits for its retry
+        await redis.hset(k.campaign_progress('c1'), phone, json.dumps({'s': 'retry_wait', 'a': 1, 'lo': 'no_answer'}))
+    await redis.hset(k.campaign('c1'), mapping={'n:pending': 0, 'n:retry_wait': 2})
+    config = await read_config(redis, 'c1')
+    config = config.model_copy(update={'retry': config.retry.model_copy(update={'max_attempts': 1})})
+    summary = await reschedule_waiting(redis, config, outbox('http://127.0.0.1:9/a'))
+    assert summary.closed == 2
+    events = await stored_events(redis)
+    assert [e['type'] for e in events] == ['contact.completed', 'contact.completed', 'campaign.completed']
+    assert {e['data']['final_outcome'] for e in events[:2]} == {'no_answer'}

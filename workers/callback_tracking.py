@@ -43,7 +43,7 @@ RESOLVE_WINDOW_MS = 120_000
 async def poll_inbound(rt: Runtime, member: str) -> None:
     """A tracker's poll of an inbound call: find it, follow it, record its end."""
     campaign, callback_id, call_id = parse_inbound_member(member)
-    scripts = CallbackScripts(rt.redis)
+    scripts = CallbackScripts(rt.redis, rt.scripts.outbox)
     interval_ms = int(rt.settings.poll_interval * 1000)
     raw = await rt.redis.hget(k.campaign_inbound(campaign), callback_id)
     try:

@@ -293,7 +293,7 @@ def update(name: str, **options: Any) -> None:
                 await lifecycle.save_config(redis, config, update=True)
             moved = None
             if reschedule.SCHEDULE_FIELDS & set(changed):
-                moved = await reschedule.reschedule_waiting(redis, config)
+                moved = await reschedule.reschedule_waiting(redis, config, Outbox.from_settings(settings))
             return changed, moved
         finally:
             await redis.aclose()

@@ -1,10 +1,11 @@
 -- Following an inbound call (a call-back) to its end, like an outbound attempt's call.
--- KEYS: 1 clock, 2 campaign, 3 progress, 4 inbound calls, 5 tracking, 6 due, 7 trunk campaigns
+-- KEYS: 1 clock, 2 campaign, 3 progress, 4 inbound calls, 5 tracking, 6 due, 7 trunk campaigns,
+--       8 contacts, 9.. the outbox tail (end only)
 -- ARGV: 1 action: live | missing | end, 2 campaign name, 3 call-back id, 4 tracking member,
 --   live:    5 call id, 6 new tracking member, 7 next poll delay ms
 --   missing: (none) - Ultravox never created the call (refused it, or the caller hung up first)
 --   end:     5 outcome, 6 fields JSON, 7 billing final ('1'/'0'), 8 close the contact when answered
---            ('1'/'0'), 9 next poll delay ms while billing is not final
+--            ('1'/'0'), 9 next poll delay ms while billing is not final, 10.. the outbox tail
 -- Returns 1 if this call recorded news, 0 otherwise; for end, +1 when the call's end is news and +2 when
 -- its final billing was counted now. Idempotent: a poll and a webhook may both report the same.
 local now = now_ms()
@@ -53,6 +54,13 @@ if record.st ~= 'ended' then
         set_status(KEYS[2], progress, 'done')
         progress.o = 'called_back'
         redis.call('HINCRBY', KEYS[2], 'o:called_back', 1)
+        -- the contact closes: its event in this same step, like finish.lua's
+        if outbox_open(9, 10) then
+          local contact = get_json(KEYS[8], number) or {}
+          outbox_append('contact.completed', ARGV[2] .. ':' .. number, {campaign = ARGV[2], contact_id = contact.i,
+                        phone = number, final_outcome = 'called_back', attempts = progress.a or 0,
+                        call_id = record.call}, now)
+        end
       end
     end
     set_json(KEYS[3], number, progress)
