@@ -74,6 +74,10 @@ EXPORT_COLUMNS = (
     'amd_verdict',
     'provider_seconds',
     'provider_price',
+    'callbacks',
+    'last_callback_at',
+    'last_callback_outcome',
+    'last_callback_call_id',
 )
 
 _E164 = re.compile(r'^\+[1-9]\d{6,14}$')
@@ -161,6 +165,9 @@ async def campaign_status(redis: Redis, name: str) -> dict[str, Any]:
         'state': data.get('state', '?'),
         'held': held_by(data.get('fault'), account_hold),
         'ambiguous_attempts': sum(1 for member in ambiguous if _attempt_campaign(member) == name),
+        # inbound calls routed to this campaign (call-backs), by outcome, and their billed seconds
+        'callbacks': {key.removeprefix('ib:'): to_int(value) for key, value in data.items() if key.startswith('ib:')},
+        'callback_sip_seconds': _number(to_float(data.get('ib_sip_seconds'))),
         'loading': 'loading' in data,
         'trunk': config.trunk,
         'now': iso_ms(now),
@@ -324,6 +331,11 @@ def _contact_row(
         'amd_verdict': last('amd'),
         'provider_seconds': _number(sum(to_float(a.get('pdur')) for a in attempts)),
         'provider_price': _provider_price(attempts),
+        # call-backs (workers/sip_fallback.py): how often the contact rang back, and the last one
+        'callbacks': to_int(progress.get('ib')),
+        'last_callback_at': iso_ms(progress.get('ibt')) or '',
+        'last_callback_outcome': progress.get('ibo') or '',
+        'last_callback_call_id': progress.get('ibc') or '',
     }
 
 

@@ -3,6 +3,8 @@ tracker follows it to its end, and an answered call-back closes the contact."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import subprocess
 import threading
@@ -168,6 +170,12 @@ def test_a_contact_who_calls_back_reaches_the_campaign_agent_with_its_context_an
             assert [(r['st'], r['o'], r['call']) for r in inbound] == [('ended', 'answered', played['callId'])]
             outbound = [r for r in sim.records() if r['metadata'].get('direction') != 'inbound']
             assert len(outbound) == 1, 'the contact was dialled once'
+            # the call-back is in the contact's export row and the campaign's status
+            row = next(csv.DictReader(io.StringIO(fleet.cli('campaign', 'export', 'spring', '--output', '-').stdout)))
+            assert (row['callbacks'], row['last_callback_outcome']) == ('1', 'answered')
+            assert row['last_callback_call_id'] == played['callId']
+            status = json.loads(fleet.cli('campaign', 'status', 'spring', '--json').stdout)
+            assert status['callbacks'] == {'routed': 1, 'answered': 1}
 
             # a number on the DNC list is rejected (603 by default)
             fleet.cli('dnc', 'add', N)
