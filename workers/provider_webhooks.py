@@ -28,8 +28,8 @@ from dialer import metrics
 from dialer.provider_trunks import ProviderTrunk
 from dialer.providers import verify_callback
 from dialer.trunks import TrunkConfigError
+from workers.inbound import ATTEMPT_ID, CALL_ID
 from workers.phone_leg import nudge_leg
-from workers.ultravox_webhook import _ATTEMPT_ID, _CALL_ID
 
 
 if TYPE_CHECKING:
@@ -52,7 +52,7 @@ def provider_routes(rt: Runtime) -> list[Route]:
 
 async def receive_provider_callback(rt: Runtime, request: Request, provider: str) -> Response:
     attempt_id, call_id = request.query_params.get('a', ''), request.query_params.get('c', '')
-    if not _ATTEMPT_ID.fullmatch(attempt_id) or not _CALL_ID.fullmatch(call_id):
+    if not ATTEMPT_ID.fullmatch(attempt_id) or not CALL_ID.fullmatch(call_id):
         metrics.PROVIDER_CALLBACKS.labels(kind=provider, verdict='malformed').inc()
         return Response(status_code=400)
     body = await request.body()

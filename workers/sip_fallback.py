@@ -26,9 +26,7 @@ user part of ``fromUri``.
 
 from __future__ import annotations
 
-import hashlib
 import time
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import structlog
@@ -39,9 +37,8 @@ from dialer import constants as k
 from dialer import metrics
 from dialer.callback_scripts import CallbackScripts
 from dialer.callbacks import BadRequest, caller_number, parse_incoming
-from dialer.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookRejected, verify_webhook
 from workers.callback_routing import Replayed, decide
-from workers.ultravox_webhook import BadDelivery, _read_body
+from workers.inbound import BadDelivery, signed_body
 
 
 if TYPE_CHECKING:
@@ -68,24 +65,11 @@ async def receive_sip_fallback(rt: Runtime, scripts: CallbackScripts, request: R
     settings = rt.settings
     started = time.perf_counter()
     try:
-        body = await _read_body(request, settings.webhook_max_body, settings.webhook_body_timeout)
-        timestamp = request.headers.get(TIMESTAMP_HEADER)
-        try:
-            verify_webhook(
-                body,
-                timestamp,
-                request.headers.get(SIGNATURE_HEADER),
-                settings.sip_fallback_secrets,
-                now=datetime.now(UTC),
-                max_age=settings.webhook_max_age,
-            )
-        except WebhookRejected as exc:
-            raise BadDelivery(401, exc.reason) from None
+        body, digest = await signed_body(request, settings, settings.sip_fallback_secrets)
         try:
             call = parse_incoming(body)
         except BadRequest as exc:
             raise BadDelivery(400, exc.reason) from None
-        digest = hashlib.sha256(body + b'\0' + (timestamp or '').encode()).hexdigest()
         try:
             decision = await decide(
                 rt, scripts, caller_number(call, settings.callback_region), seen=k.webhook_seen(digest)

@@ -20,9 +20,7 @@ answer is short text for the model; nothing the caller said is logged.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import re
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +44,7 @@ from dialer.tools import (
     TOOL_PATH,
     token_matches,
 )
+from workers.inbound import ATTEMPT_ID, CALL_ID, BadDelivery, read_body
 
 
 if TYPE_CHECKING:
@@ -58,8 +57,6 @@ log = structlog.get_logger(__name__)
 
 #: A tool call is a few hundred bytes; anything much larger is not one.
 MAX_BODY = 16 * 1024
-_ATTEMPT_ID = re.compile(r'[A-Za-z0-9_.-]{1,64}:\+[1-9][0-9]{1,14}:[1-9][0-9]{0,3}')
-_CALL_ID = re.compile(r'[A-Za-z0-9_-]{1,64}')
 
 
 class Refused(Exception):  # noqa: N818 - the verdict it is
@@ -71,18 +68,10 @@ class Refused(Exception):  # noqa: N818 - the verdict it is
 
 
 async def _body(request: Request, deadline: float) -> dict[str, Any]:
-    declared = request.headers.get('content-length')
-    if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY):
-        raise Refused(413, 'too_large')
-    raw = bytearray()
     try:
-        async with asyncio.timeout(deadline):
-            async for chunk in request.stream():
-                raw += chunk
-                if len(raw) > MAX_BODY:
-                    raise Refused(413, 'too_large')
-    except TimeoutError:
-        raise Refused(408, 'too_slow') from None
+        raw = await read_body(request, MAX_BODY, deadline)
+    except BadDelivery as exc:
+        raise Refused(exc.status, exc.reason) from None
     try:
         payload = json.loads(raw)
     except (ValueError, RecursionError):
@@ -106,7 +95,7 @@ def _callback_ms(value: Any) -> int | None:
 
 def _report(payload: dict[str, Any], config: CampaignConfig, attempt_id: str) -> DispositionReport:
     call_id, disposition, notes = payload.get(PARAM_CALL), payload.get(PARAM_DISPOSITION), payload.get(PARAM_NOTES)
-    if not isinstance(call_id, str) or not _CALL_ID.fullmatch(call_id):
+    if not isinstance(call_id, str) or not CALL_ID.fullmatch(call_id):
         raise Refused(400, 'malformed')
     if disposition not in config.dispositions:
         raise Refused(422, 'unknown_disposition', f'disposition must be one of: {", ".join(config.dispositions)}')
@@ -136,7 +125,7 @@ async def _handle(rt: Runtime, request: Request) -> tuple[str, DispositionReport
     payload = await _body(request, settings.webhook_body_timeout)
     attempt_id = payload.get(PARAM_ATTEMPT)
     # the token is checked before anything is read from Redis: a forgery learns nothing
-    if not isinstance(attempt_id, str) or not _ATTEMPT_ID.fullmatch(attempt_id):
+    if not isinstance(attempt_id, str) or not ATTEMPT_ID.fullmatch(attempt_id):
         raise Refused(401, 'bad_token')
     if not token_matches(settings.tool_secret, attempt_id, request.headers.get(TOKEN_HEADER)):
         raise Refused(401, 'bad_token')

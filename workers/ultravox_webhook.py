@@ -21,11 +21,7 @@ of its signature header.
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
 import json
-import re
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -34,8 +30,8 @@ from starlette.responses import JSONResponse, Response
 from dialer import constants as k
 from dialer import metrics
 from dialer.logs import masked_attempt
-from dialer.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookRejected, verify_webhook
 from workers.calls import tracking_member
+from workers.inbound import ATTEMPT_ID, CALL_ID, BadDelivery, signed_body
 
 
 if TYPE_CHECKING:
@@ -47,34 +43,6 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 EVENTS = frozenset({'call.ended', 'call.billed'})
-#: ``campaign:+E164:attempt``: names are ``[A-Za-z0-9_.-]``, numbers E.164, attempts small integers.
-_ATTEMPT_ID = re.compile(r'[A-Za-z0-9_.-]{1,64}:\+[1-9][0-9]{1,14}:[1-9][0-9]{0,3}')
-_CALL_ID = re.compile(r'[A-Za-z0-9_-]{1,64}')
-
-
-class BadDelivery(Exception):  # noqa: N818 - the verdict it is
-    """A delivery we answer with ``status`` and a short, bounded reason (a metric label)."""
-
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
-
-
-async def _read_body(request: Request, limit: int, seconds: float) -> bytes:
-    declared = request.headers.get('content-length')
-    if declared is not None and (not declared.isdigit() or int(declared) > limit):
-        raise BadDelivery(413, 'too_large')
-    body = bytearray()
-    try:
-        async with asyncio.timeout(seconds):
-            async for chunk in request.stream():
-                body += chunk
-                if len(body) > limit:
-                    raise BadDelivery(413, 'too_large')
-    except TimeoutError:
-        raise BadDelivery(408, 'too_slow') from None
-    return bytes(body)
 
 
 def _parse(body: bytes) -> tuple[str, str | None, str]:
@@ -95,9 +63,9 @@ def _parse(body: bytes) -> tuple[str, str | None, str]:
         raise BadDelivery(400, 'unknown_event')
     if isinstance(metadata, dict) and metadata.get('direction') == 'inbound' and isinstance(call_id, str):
         return event, None, call_id
-    if not isinstance(attempt_id, str) or not _ATTEMPT_ID.fullmatch(attempt_id):
+    if not isinstance(attempt_id, str) or not ATTEMPT_ID.fullmatch(attempt_id):
         raise BadDelivery(400, 'not_a_dialer_call')
-    if not isinstance(call_id, str) or not _CALL_ID.fullmatch(call_id):
+    if not isinstance(call_id, str) or not CALL_ID.fullmatch(call_id):
         raise BadDelivery(400, 'malformed')
     return event, attempt_id, call_id
 
@@ -141,23 +109,10 @@ async def _nudge(rt: Runtime, event: str, attempt_id: str, call_id: str) -> str:
 
 
 async def _authentic_body(rt: Runtime, request: Request) -> bytes:
-    """The body of a delivery signed with one of our secrets, fresh, and not seen before."""
+    """The body of a delivery signed with one of our webhook secrets, fresh, and not seen before."""
     settings = rt.settings
-    body = await _read_body(request, settings.webhook_max_body, settings.webhook_body_timeout)
-    timestamp = request.headers.get(TIMESTAMP_HEADER)
-    try:
-        verify_webhook(
-            body,
-            timestamp,
-            request.headers.get(SIGNATURE_HEADER),
-            settings.webhook_secrets,
-            now=datetime.now(UTC),
-            max_age=settings.webhook_max_age,
-        )
-    except WebhookRejected as exc:
-        raise BadDelivery(401, exc.reason) from None
+    body, digest = await signed_body(request, settings, settings.webhook_secrets)
     # the same delivery seen again within its freshness window is a replay, however it is signed
-    digest = hashlib.sha256(body + b'\0' + (timestamp or '').encode()).hexdigest()
     if not await rt.redis.set(k.webhook_seen(digest), '1', nx=True, px=int(settings.webhook_max_age * 2000)):
         raise BadDelivery(401, 'replayed')
     return body
