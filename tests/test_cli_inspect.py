@@ -10,7 +10,6 @@ import csv
 import io
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -19,6 +18,7 @@ import workers.cli_campaign
 import workers.cli_tools  # noqa: F401  registers `dialer trunks` and `dialer dnc`
 from campaigns import dnc
 from dialer import constants as k
+from tests.cli_helpers import cli_invoker
 from workers.cli import cli
 
 
@@ -30,16 +30,7 @@ TRUNKS = (
 
 @pytest.fixture
 def dialer(tmp_path: Path, redis_url: str, sync_redis):
-    trunks = tmp_path / 'trunks.toml'
-    trunks.write_text(TRUNKS, encoding='utf-8')
-    env = {'DIALER_REDIS_URL': redis_url, 'DIALER_TRUNKS_FILE': str(trunks), 'DIALER_LOG_LEVEL': 'info'}
-
-    def invoke(*args: str, expect: int = 0, **extra_env: str) -> Any:
-        result = CliRunner().invoke(cli, list(args), env={**env, **extra_env})
-        assert result.exit_code == expect, result.output
-        return result
-
-    return invoke
+    return cli_invoker(tmp_path, redis_url, TRUNKS, log_level='info')
 
 
 def load(dialer, tmp_path: Path, count: int, *options: str, name: str = 'spring') -> Path:

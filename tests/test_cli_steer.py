@@ -16,19 +16,18 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import pytest
 import redis.asyncio as aredis
-from click.testing import CliRunner
 
 import workers.cli_campaign
 import workers.cli_tools  # noqa: F401  registers `dialer trunks` and `dialer dnc`
 from dialer import constants as k
 from dialer.models import ContactStatus
 from dialer.scripts import Scripts, SlotLimits
-from workers.cli import cli
+from tests.cli_helpers import ALL_DAY, MONDAY_0700_NEW_YORK, cli_invoker, ms, set_clock
 
 
 if TYPE_CHECKING:
@@ -40,34 +39,12 @@ if TYPE_CHECKING:
 TRUNKS = (
     '[trunks.carrier-a]\nhost = "sip.a.example"\nfrom = "+14155550100"\nmax_concurrent = 50\ncalls_per_second = 5\n'
 )
-#: A Monday, 07:00 in New York (EST): before a 09:00 opening, so first calls are due later today.
-MONDAY_0700_NEW_YORK = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
-ALL_DAY = ['--hours', '00:00-24:00', '--no-legal-bound']
-
-
-def ms(moment: datetime) -> int:
-    return int(moment.timestamp() * 1000)
 
 
 @pytest.fixture
 def dialer(tmp_path: Path, redis_url: str, sync_redis: redis_sync.Redis):
     """``dialer(*args)``: run the CLI against the test Redis and a one-trunk trunks file."""
-    trunks = tmp_path / 'trunks.toml'
-    trunks.write_text(TRUNKS, encoding='utf-8')
-    env = {'DIALER_REDIS_URL': redis_url, 'DIALER_TRUNKS_FILE': str(trunks), 'DIALER_LOG_LEVEL': 'warning'}
-
-    def invoke(*args: str, expect: int = 0) -> Any:
-        result = CliRunner().invoke(cli, list(args), env=env)
-        assert result.exit_code == expect, result.output
-        return result
-
-    return invoke
-
-
-def set_clock(sync_redis: redis_sync.Redis, moment: datetime) -> None:
-    """Make every dialer script (and so every command) see ``moment`` as now, give or take the test's run time."""
-    seconds, micros = sync_redis.time()
-    sync_redis.set(k.CLOCK_OFFSET, ms(moment) - (seconds * 1000 + micros // 1000))
+    return cli_invoker(tmp_path, redis_url, TRUNKS)
 
 
 def write_contacts(path: Path, count: int, first: int = 0) -> Path:

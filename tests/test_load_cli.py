@@ -10,16 +10,15 @@ from __future__ import annotations
 import csv
 import json
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
 import redis as redis_sync
-from click.testing import CliRunner
 
 import workers.cli_campaign
 import workers.cli_tools  # noqa: F401  registers `dialer campaign plan`
 from dialer import constants as k
-from workers.cli import cli
+from tests.cli_helpers import ALL_DAY, MONDAY_0700_NEW_YORK, cli_invoker, ms, set_clock
 
 
 if TYPE_CHECKING:
@@ -27,35 +26,13 @@ if TYPE_CHECKING:
 
 
 TRUNKS = '[trunks.carrier-a]\nhost = "sip.a.example"\nfrom = "+14155550100"\nmax_concurrent = 5\ncalls_per_second = 5\n'
-#: A Monday, 07:00 in New York (EST): before a 09:00 opening.
-MONDAY_0700_NEW_YORK = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 AGENT = ['--agent-id', 'agent-1', '--trunk', 'carrier-a']
-ALL_DAY = ['--hours', '00:00-24:00', '--no-legal-bound']
-
-
-def ms(moment: datetime) -> int:
-    return int(moment.timestamp() * 1000)
 
 
 @pytest.fixture
 def dialer(tmp_path: Path, redis_url: str, sync_redis: redis_sync.Redis):
     """``dialer(*args, expect=0)``: run the CLI against the test Redis and a one-trunk trunks file."""
-    trunks = tmp_path / 'trunks.toml'
-    trunks.write_text(TRUNKS, encoding='utf-8')
-    env = {'DIALER_REDIS_URL': redis_url, 'DIALER_TRUNKS_FILE': str(trunks), 'DIALER_LOG_LEVEL': 'warning'}
-
-    def invoke(*args: str, expect: int = 0) -> Any:
-        result = CliRunner().invoke(cli, list(args), env=env)
-        assert result.exit_code == expect, result.output
-        assert 'Traceback' not in result.output
-        return result
-
-    return invoke
-
-
-def set_clock(sync_redis: redis_sync.Redis, moment: datetime) -> None:
-    seconds, micros = sync_redis.time()
-    sync_redis.set(k.CLOCK_OFFSET, ms(moment) - (seconds * 1000 + micros // 1000))
+    return cli_invoker(tmp_path, redis_url, TRUNKS)
 
 
 def snapshot(redis_url: str) -> list[tuple[bytes, bytes | None, int]]:
