@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import subprocess
 import threading
 import time
 from typing import TYPE_CHECKING, Any, Self
@@ -25,7 +24,7 @@ from simulator.testing import free_port, running_simulator
 from tests.fleet_helpers import FAST_ENV, FAST_SIMULATOR, wait_for, write_trunks
 from tests.openapi_schema import schema_errors
 from workers.cli_sip import masked
-from workers.fleet import DIALER, LocalFleet
+from workers.fleet import LocalFleet
 
 
 if TYPE_CHECKING:
@@ -119,13 +118,8 @@ def test_a_contact_who_calls_back_reaches_the_campaign_agent_with_its_context_an
             redis_url, sim.base_url, write_trunks(tmp_path / 'trunks.toml', 'sip.cb.example', {'t': (4, 50)}), env
         )
         fleet.log_dir = tmp_path
-        hooks = subprocess.Popen(
-            [*DIALER, 'webhooks', '--port', str(hook_port)],
-            env={**fleet.env, 'DIALER_METRICS_PORT': '0'},
-            stderr=(tmp_path / 'webhooks.log').open('wb'),
-        )
+        hooks = fleet.start_webhooks(hook_port)
         try:
-            wait_for(lambda: _answers(f'http://127.0.0.1:{hook_port}/health'), 60, 'the webhook server')
             # setup: the account's fallback handler points at `dialer webhooks` (a base URL gets the path)
             done = fleet.cli('sip', 'fallback', 'set', f'http://127.0.0.1:{hook_port}')
             assert '/sip/fallback' in done.stdout
@@ -219,13 +213,6 @@ def test_the_answers_match_the_fallback_handler_schema() -> None:
     assert body.pop('agentId') == AGENT
     assert schema_errors(body, 'ultravox.v1.StartAgentCallRequest') == []
     assert schema_errors(reject(603, 'no'), 'ultravox.v1.SipFallbackHandlerResponse') == []
-
-
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 async def _answered_callback(redis: Any, number: str, outbox: Any = None) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import subprocess
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
@@ -18,7 +17,7 @@ from dialer import constants as k
 from dialer.tools import TOKEN_HEADER, TOOL_PATH, tool_token
 from simulator.testing import free_port, running_simulator
 from tests.fleet_helpers import FAST_ENV, FAST_SIMULATOR, read_export, wait_for, write_trunks
-from workers.fleet import DIALER, LocalFleet
+from workers.fleet import LocalFleet
 
 
 if TYPE_CHECKING:
@@ -48,25 +47,13 @@ def conversation_fleet(tmp_path: Path, redis_url: str, sim_url: str, trunks: dic
     }
     fleet = LocalFleet(redis_url, sim_url, write_trunks(tmp_path / 'trunks.toml', 'sip.conv.example', trunks), env)
     fleet.log_dir = tmp_path
-    hooks = subprocess.Popen(
-        [*DIALER, 'webhooks', '--port', str(hook_port)],
-        env={**fleet.env, 'DIALER_METRICS_PORT': '0'},
-        stderr=(tmp_path / 'webhooks.log').open('wb'),
-    )
+    hooks = fleet.start_webhooks(hook_port)
     try:
-        wait_for(lambda: _answers(f'http://127.0.0.1:{hook_port}/health'), 60, 'the webhook server')
         yield fleet, f'http://127.0.0.1:{hook_port}{TOOL_PATH}'
     finally:
         fleet.stop_all()
         hooks.terminate()
         hooks.wait(timeout=30)
-
-
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def campaign_file(path: Path, name: str, trunk: str, body: str = '', *, hours: str = '') -> Path:

@@ -278,18 +278,13 @@ def test_a_signed_webhook_naming_another_call_cannot_end_a_live_call(
         sim.configure(webhook_url=f'http://127.0.0.1:{hook_port}/webhooks/ultravox', webhook_secret=[secret])
         trunks = write_trunks(tmp_path / 'trunks.toml', 'sip.hook.example', {'h': (5, 10.0)})
         fleet = LocalFleet(redis_url, sim.base_url, trunks, env, log_dir=tmp_path)
-        hooks = subprocess.Popen(
-            [*DIALER, 'webhooks', '--port', str(hook_port)],
-            env={**fleet.env, 'DIALER_METRICS_PORT': '0'},
-            stderr=(tmp_path / 'webhooks.log').open('wb'),
-        )
+        hooks = fleet.start_webhooks(hook_port)
         write_contacts(tmp_path / 'one.csv', 1)
         campaign_file = write_campaign_file(tmp_path / 'one.toml', 'one', 'h', max_attempts=3)
         campaign_file.write_text(campaign_file.read_text().replace('max_duration = 180', 'max_duration = 3600'))
         fleet.cli('campaign', 'load', str(tmp_path / 'one.csv'), '--campaign-file', str(campaign_file))
         fleet.start_worker()
         try:
-            wait_for(lambda: http_get(f'http://127.0.0.1:{hook_port}/health')[0] == 200, 60, 'the receiver')
             field = f'{number}:1'
             recorded = lambda: json.loads(sync_redis.hget(k.campaign_attempts('one'), field) or '{}')  # noqa: E731
             real = wait_for(lambda: recorded().get('call'), 60, 'the call to be live')

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
@@ -25,7 +24,7 @@ from tests.fleet_helpers import (
     write_contacts,
 )
 from tests.test_provider_trunks_end_to_end import TWILIO_DIRECT_OUTCOME, TWILIO_SID, write_provider_trunk
-from workers.fleet import DIALER, LocalFleet
+from workers.fleet import LocalFleet
 
 
 if TYPE_CHECKING:
@@ -108,13 +107,6 @@ def test_workers_sigkilled_while_the_provider_create_is_in_flight_never_place_a_
         assert row['provider_call_ids'].split(';')[0] == first_legs[row['phone']]
 
 
-def answers(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=5).status_code == httpx.codes.OK
-    except httpx.TransportError:
-        return False
-
-
 def post_callback(url: str, params: list[tuple[str, str]], signed_with: str) -> httpx.Response:
     headers = {'X-Twilio-Signature': signature(signed_with, url, params)}
     return httpx.post(url, data=dict(params), headers=headers, timeout=10)
@@ -140,15 +132,10 @@ def test_signed_status_callbacks_are_followed_a_lost_one_is_caught_by_polling_an
             tmp_path, redis_url, sim.base_url, trunks, DIALER_POLL_INTERVAL='1',
             DIALER_WEBHOOK_SECRETS=json.dumps(['whsec-provider-0123456789']),
         )  # fmt: skip
-        hooks = subprocess.Popen(
-            [*DIALER, 'webhooks', '--port', str(hook_port)],
-            env={**fleet.env, 'DIALER_METRICS_PORT': '0'},
-            stderr=(tmp_path / 'webhooks.log').open('wb'),
-        )
+        hooks = fleet.start_webhooks(hook_port)
         campaign = write_campaign_file(tmp_path / 'campaign.toml', 'hooks', 'twilio-numbers')
         fleet.cli('campaign', 'load', str(tmp_path / 'contacts.csv'), '--campaign-file', str(campaign))
         try:
-            wait_for(lambda: answers(f'http://127.0.0.1:{hook_port}/health'), 60, 'the webhook receiver')
             fleet.start_worker()
             fleet.start_worker()
             fleet.wait_until_finished('hooks', timeout=180)

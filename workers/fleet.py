@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -70,6 +71,28 @@ class LocalFleet:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+    def start_webhooks(self, port: int, timeout: float = 60, **env: str) -> subprocess.Popen[bytes]:
+        """``dialer webhooks`` on ``port`` (its log in ``log_dir``), returned once ``/health`` answers."""
+        log: Any = subprocess.DEVNULL
+        if self.log_dir is not None:
+            log = (self.log_dir / 'webhooks.log').open('ab')
+        process = subprocess.Popen(  # noqa: S603  our own CLI
+            [*DIALER, 'webhooks', '--port', str(port)],
+            env={**self.env, 'DIALER_METRICS_PORT': '0', **env},
+            stderr=log,
+        )
+        deadline = time.monotonic() + timeout
+        while process.poll() is None:
+            try:
+                with urllib.request.urlopen(f'http://127.0.0.1:{port}/health', timeout=2):
+                    return process
+            except OSError:
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.1)
+        process.kill()
+        raise RuntimeError(f'dialer webhooks did not answer on port {port} (exit code {process.poll()})')
 
     def stop_all(self) -> None:
         for process in self.workers:
