@@ -6,13 +6,10 @@ from __future__ import annotations
 import csv
 import io
 import json
-import threading
-import time
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 from starlette.routing import Route
@@ -23,6 +20,7 @@ from dialer.models import Outcome
 from simulator.testing import free_port, running_simulator
 from tests.fleet_helpers import FAST_ENV, FAST_SIMULATOR, wait_for, write_trunks
 from tests.openapi_schema import schema_errors
+from tests.threaded_server import ThreadedServer
 from workers.cli_sip import masked
 from workers.fleet import LocalFleet
 
@@ -60,29 +58,15 @@ def test_sip_show_never_prints_the_handler_secrets() -> None:
     assert len(shown['fallbackHandler']['secrets']) == 2
 
 
-class _SlowHandler:
+class _SlowHandler(ThreadedServer):
     """A fallback handler that answers after Ultravox's 5 s deadline."""
 
     def __init__(self) -> None:
-        self.port = free_port()
-
         async def slow(_: Request) -> JSONResponse:
             await _sleep(6)
             return JSONResponse({'reject': {}})
 
-        app = Starlette(routes=[Route('/slow', slow, methods=['POST'])])
-        self.server = uvicorn.Server(uvicorn.Config(app, host='127.0.0.1', port=self.port, log_level='warning'))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> Self:
-        self.thread.start()
-        while not self.server.started:
-            time.sleep(0.01)
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
+        super().__init__(Starlette(routes=[Route('/slow', slow, methods=['POST'])]))
 
 
 async def _sleep(seconds: float) -> None:

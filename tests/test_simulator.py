@@ -5,14 +5,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import threading
 import time
 import uuid
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 from starlette.responses import Response
 from starlette.routing import Route
@@ -20,8 +18,9 @@ from starlette.routing import Route
 from simulator.calls import CallStore, billed_seconds, duration, max_concurrent, max_in_window
 from simulator.config import SimulatorConfig
 from simulator.schema import schema_errors
-from simulator.testing import SimulatorHandle, free_port, running_simulator
+from simulator.testing import SimulatorHandle, running_simulator
 from simulator.webhooks import sign
+from tests.threaded_server import ThreadedServer
 
 
 if TYPE_CHECKING:
@@ -414,13 +413,12 @@ def test_duration_strings_and_deciminute_billing() -> None:
 # --- webhooks -----------------------------------------------------------------------------------------------
 
 
-class Receiver:
+class Receiver(ThreadedServer):
     """A tiny webhook endpoint on 127.0.0.1 that fails its first ``failures`` deliveries."""
 
     def __init__(self, failures: int = 0) -> None:
         self.failures = failures
         self.received: list[tuple[bytes, dict[str, str]]] = []
-        self.port = free_port()
 
         async def hook(request: Request) -> Response:
             if self.failures > 0:
@@ -429,23 +427,11 @@ class Receiver:
             self.received.append((await request.body(), dict(request.headers)))
             return Response(status_code=204)
 
-        app = Starlette(routes=[Route('/hook', hook, methods=['POST'])])
-        self.server = uvicorn.Server(uvicorn.Config(app, host='127.0.0.1', port=self.port, log_level='warning'))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        super().__init__(Starlette(routes=[Route('/hook', hook, methods=['POST'])]))
 
     @property
     def url(self) -> str:
         return f'http://127.0.0.1:{self.port}/hook'
-
-    def __enter__(self) -> Self:
-        self.thread.start()
-        while not self.server.started:
-            time.sleep(0.01)
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(5)
 
 
 def test_webhooks_are_delivered_signed_and_retried_after_failures(sim: SimulatorHandle, client: httpx.Client) -> None:
