@@ -88,7 +88,11 @@ def _reason(raw: str) -> str:
         return 'unknown'
 
 
-async def campaign_faults(rt: Runtime) -> dict[str, tuple[str, str | None, str]]:
+#: name -> (state, fault reason or None, trunk) of every campaign in a dialling state.
+CampaignFaults = dict[str, tuple[str, str | None, str]]
+
+
+async def campaign_faults(rt: Runtime) -> CampaignFaults:
     """Every campaign in a dialling state: name -> (state, fault reason or None, trunk)."""
     names = sorted(await rt.redis.smembers(k.CAMPAIGNS))
     if not names:
@@ -105,10 +109,10 @@ async def campaign_faults(rt: Runtime) -> dict[str, tuple[str, str | None, str]]
     return found
 
 
-async def check_trunks(rt: Runtime, *, reloaded: bool) -> None:
+async def check_trunks(rt: Runtime, campaigns: CampaignFaults, *, reloaded: bool) -> None:
     """Block campaigns whose trunk is not in this worker's trunks file; unblock them when it is back."""
     missing: dict[str, list[str]] = {}
-    for name, (_, fault, trunk) in (await campaign_faults(rt)).items():
+    for name, (_, fault, trunk) in campaigns.items():
         if trunk not in rt.trunks.trunks:
             missing.setdefault(trunk, []).append(name)
             if fault is None:
@@ -121,12 +125,12 @@ async def check_trunks(rt: Runtime, *, reloaded: bool) -> None:
             log.error('trunk_missing', trunk=trunk, campaigns=names, file=str(rt.trunks.path))
 
 
-async def probe_faults(rt: Runtime, worker_id: str) -> None:
+async def probe_faults(rt: Runtime, worker_id: str, campaigns: CampaignFaults) -> None:
     """One probe per open fault, by one worker of the fleet per probe interval."""
     interval_ms = int(rt.settings.fault_probe_interval * 1000)
     hold = await rt.redis.get(k.ACCOUNT_HOLD)
     account_fault = (hold or '').startswith(k.FAULT_HOLD_PREFIX)
-    faults = {name: row for name, row in (await campaign_faults(rt)).items() if row[1] == AGENT_NOT_FOUND}
+    faults = {name: row for name, row in campaigns.items() if row[1] == AGENT_NOT_FOUND}
     if not account_fault and not faults:
         return
     if not await rt.redis.set(k.FAULT_PROBE, worker_id, nx=True, px=interval_ms):

@@ -22,7 +22,7 @@ from dialer import constants as k
 from dialer import metrics
 from dialer.logs import masked_attempt
 from dialer.trunks import TrunkConfigError
-from workers.faults import check_trunks, probe_faults
+from workers.faults import campaign_faults, check_trunks, probe_faults
 
 
 if TYPE_CHECKING:
@@ -129,8 +129,10 @@ class Pacer:
                 log.info('trunks_reloaded', trunks=sorted(self.rt.trunks.trunks))
         except TrunkConfigError as exc:
             log.exception('trunks_reload_failed', error=str(exc))
-        await check_trunks(self.rt, reloaded=reloaded)
-        await probe_faults(self.rt, self.worker_id)
+        # one read of the campaigns' states and faults serves both checks
+        campaigns = await campaign_faults(self.rt)
+        await check_trunks(self.rt, campaigns, reloaded=reloaded)
+        await probe_faults(self.rt, self.worker_id, campaigns)
         # A claim whose job never started (its pacer died before enqueueing, or the job was lost):
         # enqueue it again under the same job id; a job that still exists is left as it is.
         stale = await self.rt.scripts.lease_due(k.CLAIMED, 100, self.rt.claim_lease_ms)
