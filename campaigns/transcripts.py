@@ -5,7 +5,9 @@ never to Redis or the logs. Output is either a directory with one ``<call id>.js
 message per line) or one ``.jsonl`` file with one line per call (``{"call_id", ..., "messages"}``).
 Either way a call's transcript is written whole or not at all, so a re-run fetches only the calls
 whose transcript is missing. Requests run with bounded concurrency through the Ultravox client,
-which follows every page and waits out 429s for their ``Retry-After``.
+which follows every page and waits out 429s for their ``Retry-After``; a 429 that outlasts the
+client's tries pauses every fetch of the run (not only the one refused) for its ``Retry-After`` and
+the call is tried again, so an account's read limit slows the command down instead of failing calls.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from campaigns.lifecycle import UnknownCampaignError
 from dialer import constants as k
 from dialer.models import check_name
-from dialer.ultravox import UltravoxError
+from dialer.ultravox import RateLimited, UltravoxError
 
 
 if TYPE_CHECKING:
@@ -30,6 +32,10 @@ if TYPE_CHECKING:
     from redis.asyncio import Redis
 
     from dialer.ultravox import UltravoxClient
+
+
+#: How many times one call is tried again after the client gave up on 429s before it counts as failed.
+RATE_LIMITED_ROUNDS = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,11 +161,24 @@ async def fetch_transcripts(
     if on_total is not None:
         on_total(len(todo))
     gate = asyncio.Semaphore(concurrency)
+    loop = asyncio.get_running_loop()
+    resume_at = 0.0  # loop time before which no fetch starts: the account said to wait
+
+    async def fetch(call: AnsweredCall) -> list[dict[str, Any]]:
+        nonlocal resume_at
+        for _ in range(RATE_LIMITED_ROUNDS - 1):
+            if (wait := resume_at - loop.time()) > 0:
+                await asyncio.sleep(wait)
+            try:
+                return await ultravox.list_messages(call.call_id)
+            except RateLimited as exc:
+                resume_at = max(resume_at, loop.time() + exc.retry_after)
+        return await ultravox.list_messages(call.call_id)
 
     async def one(call: AnsweredCall) -> None:
         async with gate:
             try:
-                messages = await ultravox.list_messages(call.call_id)
+                messages = await fetch(call)
             except UltravoxError:  # counted, and left for the next run
                 run.failed += 1
             else:

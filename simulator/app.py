@@ -60,6 +60,7 @@ class Simulator:
         self.store = CallStore()
         self.rng = random.Random(config.seed)  # noqa: S311  fault injection, not crypto
         self.per_second = SlidingWindow(1.0)
+        self.message_reads = SlidingWindow(1.0)
         self.per_minute = SlidingWindow(60.0)
         self.throttle_windows: dict[str, tuple[SlidingWindow, SlidingWindow]] = {}
         self.requests: Counter[str] = Counter()
@@ -207,6 +208,12 @@ class Simulator:
         self.requests['list_messages'] += 1
         if (denied := self.auth_error(request)) is not None:
             return denied
+        now = time.time()
+        wait = self.message_reads.retry_after(now, self.config.message_reads_per_second)
+        if wait is not None:
+            self.rejected['messages_429'] += 1
+            return _error(429, 'Request was throttled.', headers={'Retry-After': str(wait)})
+        self.message_reads.add(now)
         plan = self.store.by_id.get(request.path_params['call_id'])
         if plan is None:
             self.rejected['not_found_404'] += 1

@@ -84,6 +84,8 @@ class SimulatorConfig(BaseModel):
     creates_per_second: int | None = Field(default=None, ge=1)
     creates_per_minute: int | None = Field(default=None, ge=1)
     throttles: dict[str, ThrottleConfig] = Field(default_factory=dict)  # empty: any throttle name passes
+    # an account's read limit on ``GET /api/calls/{id}/messages`` (429 with Retry-After over it)
+    message_reads_per_second: int | None = Field(default=None, ge=1)
     known_agents: list[str] | None = None  # None: any UUID is an agent
     # 'payment_required' answers every API request with 402, 'disabled' with 403 (an unusable account)
     account_state: Literal['active', 'payment_required', 'disabled'] = 'active'

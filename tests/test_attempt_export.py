@@ -61,13 +61,17 @@ def test_the_attempt_export_matches_the_simulator_call_for_call_in_every_format(
 
         # transcripts: every answered call, one file per call or one line per call; a re-run fetches nothing
         answered = {row['call_id'] for row in rows if row['joined_at']}
+        # the account's read limit (2 message reads per second) is far below 8 fetches at once
+        sim.configure(message_reads_per_second=2)
         for output in (tmp_path / 'transcripts', tmp_path / 'transcripts.jsonl'):
             first = fleet.cli('campaign', 'transcripts', 'rows', '--output', str(output))
             assert f'{len(answered)} transcripts fetched' in first.stdout
+            assert ', 0 failed' in first.stdout
             fetches = sim.stats()['requests']['list_messages']
             again = fleet.cli('campaign', 'transcripts', 'rows', '--output', str(output))
             assert f'0 transcripts fetched, {len(answered)} already there' in again.stdout
             assert sim.stats()['requests']['list_messages'] == fetches, 'a re-run fetches nothing'
+        assert sim.stats()['rejected']['messages_429'] > 0, 'the read limit refused some fetches'
         files = {p.stem: p for p in (tmp_path / 'transcripts').glob('*.jsonl')}
         assert set(files) == answered
         assert all(p.stat().st_mode & 0o077 == 0 for p in files.values()), 'transcripts are private files'
