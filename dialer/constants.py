@@ -187,6 +187,10 @@ OUTBOX_EVENTS: Final = 'dialer:outbox:events'
 OUTBOX_LOG: Final = 'dialer:outbox:log'
 #: HASH ``seq`` (event counter), ``dropped:<destination>`` (pushed out by the cap while pending).
 OUTBOX_STATE: Final = 'dialer:outbox:state'
+#: SET of the destination ids delivery loops have served: how the keys of a destination removed from
+#: ``DIALER_RESULT_WEBHOOKS`` are found. They are given the retention period as TTL (a loop that serves
+#: the destination again takes the TTL off at its start); the id leaves the set once its keys are gone.
+OUTBOX_DESTINATIONS: Final = 'dialer:outbox:destinations'
 
 
 def outbox_queue(destination: str) -> str:

@@ -42,6 +42,8 @@ from dialer import constants as k
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
+    from redis.asyncio import Redis
+
     from dialer.scripts import Scripts
 
 
@@ -203,3 +205,36 @@ def backoff_ms(failures: int, jitter: float, cap_ms: int = BACKOFF_CAP_MS) -> in
     """Delay before the next try after ``failures`` failed ones; ``jitter`` in [0, 1)."""
     delay = min(cap_ms, BACKOFF_BASE_MS * 2 ** min(max(failures - 1, 0), 30))
     return int(delay * (1 + 0.2 * jitter))
+
+
+async def adopt_destinations(redis: Redis, destinations: Sequence[str]) -> None:
+    """Register the destinations this process delivers to and keep their keys (a TTL set while one was
+    out of the settings is taken off again)."""
+    if not destinations:
+        return
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.sadd(k.OUTBOX_DESTINATIONS, *destinations)
+        for dest in destinations:
+            for key in k.outbox_destination_keys(dest):
+                pipe.persist(key)
+        await pipe.execute()
+
+
+async def expire_removed_destinations(redis: Redis, destinations: Sequence[str], retention_ms: int) -> list[str]:
+    """Give the keys of every served destination that is no longer configured the retention period as TTL
+    (once: a later call does not push it back), and forget the ids whose keys are gone. Returns the
+    destinations whose keys were given their TTL by this call."""
+    removed = sorted(set(await redis.smembers(k.OUTBOX_DESTINATIONS)) - set(destinations))
+    expiring = []
+    for dest in removed:
+        keys = k.outbox_destination_keys(dest)
+        async with redis.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.pexpire(key, retention_ms, nx=True)
+            pipe.exists(*keys)
+            *newly, left = await pipe.execute()
+        if not left:
+            await redis.srem(k.OUTBOX_DESTINATIONS, dest)
+        elif any(newly):
+            expiring.append(dest)
+    return expiring

@@ -296,3 +296,43 @@ async def test_contacts_closed_by_an_update_announce_themselves(redis: Redis) ->
     events = await stored_events(redis)
     assert [e['type'] for e in events] == ['contact.completed', 'contact.completed', 'campaign.completed']
     assert {e['data']['final_outcome'] for e in events[:2]} == {'no_answer'}
+
+
+async def test_a_destination_removed_from_the_settings_has_its_keys_expire_unless_it_comes_back(
+    redis: Redis, redis_url: str
+) -> None:
+    both = [ResultWebhook(url='http://127.0.0.1:9/a', secret=SECRET, name='a'),
+            ResultWebhook(url='http://127.0.0.1:9/b', secret=SECRET, name='b')]  # fmt: skip
+
+    async def serve(*hooks: ResultWebhook) -> None:
+        """One delivery loop with these destinations: it starts, trims once, and stops."""
+        settings = Settings(
+            redis_url=redis_url, result_webhooks=list(hooks), outbox_retry_hours=1, outbox_retention_hours=2
+        )
+        delivery = OutboxDelivery(
+            SimpleNamespace(settings=settings, scripts=Scripts(redis, Outbox.from_settings(settings)))
+        )  # type: ignore[arg-type]
+        stop = asyncio.Event()
+        stop.set()
+        await delivery.run(stop)
+        await delivery._trim()  # the housekeeping a running loop does every minute
+
+    box = Outbox(tuple(both), 1000)
+    await serve(*both)
+    await append_event(Scripts(redis, box), box, 'attempt.ended', 'c:+1', {'n': 1})
+    assert await redis.ttl(k.outbox_pending('b')) == -1
+
+    await serve(both[0])  # b left the settings: its undelivered events go after the retention period
+    assert 7000 < await redis.ttl(k.outbox_pending('b')) <= 7200
+    assert await redis.ttl(k.outbox_queue('b')) > 7000
+    assert await redis.ttl(k.outbox_pending('a')) == -1, 'a configured destination keeps its keys'
+    await serve()  # no destinations at all: the TTL already set is not pushed back, a's keys expire too
+    assert await redis.ttl(k.outbox_pending('a')) > 7000
+
+    await serve(*both)  # both back before the keys expired: nothing is lost
+    assert await redis.ttl(k.outbox_pending('a')) == await redis.ttl(k.outbox_pending('b')) == -1
+    assert await redis.zcard(k.outbox_pending('b')) == 1
+
+    await redis.delete(*k.outbox_destination_keys('b'))
+    await serve(both[0])
+    assert await redis.smembers(k.OUTBOX_DESTINATIONS) == {'a'}, 'an id whose keys are gone is forgotten'

@@ -27,7 +27,14 @@ import structlog
 from dialer import constants as k
 from dialer import metrics
 from dialer.http import async_client
-from dialer.outbox import Outbox, backoff_ms, event_body, signed_headers
+from dialer.outbox import (
+    Outbox,
+    adopt_destinations,
+    backoff_ms,
+    event_body,
+    expire_removed_destinations,
+    signed_headers,
+)
 
 
 if TYPE_CHECKING:
@@ -81,8 +88,11 @@ class OutboxDelivery:
         self._retry_window_ms = math.ceil(settings.outbox_retry_hours * 3_600_000)
 
     async def run(self, stop: asyncio.Event) -> None:
-        if not self.outbox.enabled:
-            return
+        # Runs without destinations too: events and destination keys left from when some were configured
+        # are still trimmed and expired.
+        with contextlib.suppress(Exception):
+            await adopt_destinations(self.rt.scripts.redis, self.outbox.destination_ids)
+        idle = IDLE_SLEEP if self.outbox.enabled else TRIM_INTERVAL
         trimmed = 0.0
         try:
             while not stop.is_set():
@@ -94,7 +104,7 @@ class OutboxDelivery:
                     await self._trim()
                 if not leased:
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), IDLE_SLEEP)
+                        await asyncio.wait_for(stop.wait(), idle)
         finally:
             await self._drain()
 
@@ -118,6 +128,10 @@ class OutboxDelivery:
         retention_ms = math.ceil(self.rt.settings.outbox_retention_hours * 3_600_000)
         with contextlib.suppress(Exception):
             await self.rt.scripts.outbox_trim(self.outbox.destination_ids, retention_ms)
+            for dest in await expire_removed_destinations(
+                self.rt.scripts.redis, self.outbox.destination_ids, retention_ms
+            ):
+                log.warning('outbox_destination_removed', destination=dest, expires_in_hours=retention_ms / 3_600_000)
 
     async def _drain(self) -> None:
         """On shutdown: let deliveries under way finish briefly, give the rest straight back."""
