@@ -108,3 +108,17 @@ def describe_lines(described: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
     yield 'max duration', _duration(max_duration) if max_duration else 'Ultravox default (1h)'
     yield 'join timeout', _duration(join_timeout) if join_timeout else 'Ultravox default (30s)'
     yield 'throttle', described['throttle'] or '-'
+    yield 'dispositions', ', '.join(described['dispositions'])
+    redial = retry['retry_dispositions']
+    yield (
+        'redials',
+        ', '.join(f'{d} after {_duration(retry["disposition_delays"][d])} (or when asked)' for d in redial) or 'none',
+    )
+    if not described['agent_id']:
+        yield 'voicemail message', described['voicemail_message'] or "the agent's own"
+    callbacks = described['callbacks']
+    answered_by = callbacks['agent_id'] or 'the campaign agent'
+    closing = 'closing' if callbacks['close_contact'] else 'not closing'
+    window = _duration(callbacks['route_after_end'])
+    yield 'call-backs', f'answered by {answered_by}, {closing} the contact, routed for {window} after the campaign ends'
+    yield 'recording', 'on' if described['recording'] else 'off'

@@ -60,6 +60,10 @@ def test_show_prints_every_setting_as_text_and_json(dialer, tmp_path: Path, sync
         'at most 4 per contact, 2 in any 24 h',
         'America/Chicago',
         'first speaker    agent',
+        'interested, not_interested, callback_requested, do_not_call, wrong_person',
+        'callback_requested after 1d (or when asked)',
+        'answered by the campaign agent, closing the contact, routed for 7d after the campaign ends',
+        'recording        off',
     ):
         assert expected in text, (expected, text)
     assert 'pw-never-shown' not in text
