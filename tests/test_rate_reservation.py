@@ -101,3 +101,19 @@ async def test_every_key_the_script_writes_expires(redis) -> None:
         await scripts.take_rate_token('t1', f'c:{i}:1', **args)
     for key in (k.trunk_rate('t1'), k.ACCOUNT_RATE_SECOND, k.ACCOUNT_RATE_MINUTE, k.trunk_unsent('t1')):
         assert await redis.pttl(key) > 0, key
+
+
+async def test_a_send_that_is_not_an_ultravox_create_takes_a_trunk_slot_and_leaves_the_account_alone(redis) -> None:
+    scripts = Scripts(redis)
+    account = {'trunk_interval_ms': 1.0, 'trunk_burst': 1, 'account_interval_ms': 1000.0, 'account_per_minute': 1}
+    assert await scripts.take_rate_token('t0', 'c:0:1', **account) == 0  # the account's only slot this second
+    account_tat = await redis.get(k.ACCOUNT_RATE_SECOND)
+    leg_only = {**CPS_5, 'account_interval_ms': 0.0}
+    waits = [await scripts.take_rate_token('t1', f'c:{i}:1|leg', **leg_only) for i in range(1, 4)]
+    assert waits[0] == 0, 'the account being full does not hold a phone leg back'
+    sends = [await reserved_at(redis, f'c:{i}:1|leg') for i in range(1, 4)]
+    assert min(b - a for a, b in itertools.pairwise(sends)) >= 200, "the trunk's rate still spaces them"
+    assert await redis.get(k.ACCOUNT_RATE_SECOND) == account_tat
+    assert await redis.zcard(k.ACCOUNT_RATE_MINUTE) == 1
+    wait = await scripts.take_rate_token('t2', 'c:5:1', **account)
+    assert wait > 50_000, 'the next Ultravox create still waits for the per-minute limit'

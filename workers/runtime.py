@@ -157,20 +157,37 @@ class Runtime:
         """How many claimed-but-unsent attempts a trunk may have: a quarter second of its rate."""
         return max(trunk.burst, math.ceil(trunk.calls_per_second * 0.25))
 
+    def _interval_ms(self, per_second: float) -> float:
+        """Spacing between two sends at ``per_second``, widened by the safety margin."""
+        return 1000 / per_second * (1 + self.settings.rate_safety_margin)
+
     async def take_rate_token(self, trunk: Trunk, attempt_id: str) -> int:
         """Reserve the attempt's creation slot (see ``Scripts.take_rate_token`` for the answer).
 
         Waits longer than ``DIALER_MAX_RATE_WAIT`` are not reserved, so a handed-back attempt holds no slot.
         """
-        margin = 1 + self.settings.rate_safety_margin
         account = self.settings.account_limits
         return await self.scripts.take_rate_token(
             trunk.name,
             attempt_id,
-            trunk_interval_ms=1000 / trunk.calls_per_second * margin,
+            trunk_interval_ms=self._interval_ms(trunk.calls_per_second),
             trunk_burst=trunk.burst,
-            account_interval_ms=1000 / account.calls_per_second * margin,
+            account_interval_ms=self._interval_ms(account.calls_per_second),
             account_per_minute=account.calls_per_minute,
+            max_wait_ms=math.ceil(self.settings.max_rate_wait * 1000),
+        )
+
+    async def take_leg_rate_token(self, trunk: Trunk, leg_ref: str) -> int:
+        """Reserve a slot under the trunk's rate alone for a phone leg placed again after the provider's
+        429 (the attempt's own reservation was spent on the first try; the account's limits are for
+        Ultravox creates and are left alone). Answers as :meth:`take_rate_token` does."""
+        return await self.scripts.take_rate_token(
+            trunk.name,
+            leg_ref,
+            trunk_interval_ms=self._interval_ms(trunk.calls_per_second),
+            trunk_burst=trunk.burst,
+            account_interval_ms=0,
+            account_per_minute=0,
             max_wait_ms=math.ceil(self.settings.max_rate_wait * 1000),
         )
 

@@ -5,6 +5,8 @@
 --       4 account per-minute log (ZSET), 5 trunk hold, 6 account hold, 7 trunk unsent
 -- ARGV: 1 trunk interval ms, 2 trunk burst, 3 account interval ms, 4 account per minute (0 = none),
 --       5 attempt id, 6 longest wait worth reserving, ms (absent or negative = any)
+-- An account interval of 0 reserves a send that is not an Ultravox create (a phone leg placed again
+-- after the provider's 429): only the trunk's limit applies and the account's limits are left alone.
 -- Returns 0: send now; > 0: reserved, send after that many ms; < 0: nothing reserved (a hold, or a
 -- wait longer than ARGV[6]), ask again after that many ms at the earliest.
 --
@@ -37,7 +39,8 @@ local held = tonumber(redis.call('ZSCORE', KEYS[7], member))
 if held then
   if held >= now then return math.ceil(held - now) end
   redis.call('ZREM', KEYS[7], member)
-  if close_to(trunk_tat, held + trunk_interval) and close_to(account_tat, held + account_interval) then
+  local account_newest = account_interval == 0 or close_to(account_tat, held + account_interval)
+  if close_to(trunk_tat, held + trunk_interval) and account_newest then
     trunk_tat, account_tat = held, held
     if per_minute > 0 then redis.call('ZREM', KEYS[4], ARGV[5] .. '@' .. held) end
   end
@@ -47,7 +50,8 @@ end
 -- send_at when tat is then no more than (burst - 1) intervals ahead of it.
 if trunk_tat < now then trunk_tat = now end
 if account_tat < now then account_tat = now end
-local send_at = math.max(now, trunk_tat + trunk_interval - trunk_interval * burst, account_tat)
+local send_at = math.max(now, trunk_tat + trunk_interval - trunk_interval * burst)
+if account_interval > 0 then send_at = math.max(send_at, account_tat) end
 if per_minute > 0 then
   redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - 60000)
   local count = redis.call('ZCARD', KEYS[4])
@@ -62,9 +66,11 @@ local wait = send_at - now
 if max_wait >= 0 and wait > max_wait then return -math.max(1, wait) end
 
 trunk_tat = math.max(trunk_tat, send_at) + trunk_interval
-account_tat = send_at + account_interval
 redis.call('SET', KEYS[2], trunk_tat, 'PX', math.ceil(trunk_tat - now) + 1000)
-redis.call('SET', KEYS[3], account_tat, 'PX', math.ceil(account_tat - now) + 1000)
+if account_interval > 0 then
+  account_tat = send_at + account_interval
+  redis.call('SET', KEYS[3], account_tat, 'PX', math.ceil(account_tat - now) + 1000)
+end
 if per_minute > 0 then
   redis.call('ZADD', KEYS[4], send_at, ARGV[5] .. '@' .. send_at)
   redis.call('PEXPIRE', KEYS[4], math.max(61000, wait + 61000))
