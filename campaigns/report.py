@@ -173,15 +173,36 @@ def _outcomes_by_trunk(ax: Any, trunks: dict[str, dict[str, int]]) -> None:
     ax.set_xlabel('attempts')
 
 
+def _funnel(ax: Any, funnel: dict[str, int]) -> None:
+    # each bar says its count and its share of the loaded contacts: the axis alone gives neither
+    loaded = funnel['loaded'] or 1
+    bars = ax.barh(list(funnel)[::-1], list(funnel.values())[::-1], color='#3b6fb6')
+    ax.bar_label(bars, labels=[f'{n:,} ({n / loaded:.0%})' for n in list(funnel.values())[::-1]], padding=3)
+    ax.set_xlabel('contacts')
+
+
 def _minutes_and_cost(ax: Any, minutes: dict[str, Any], sip_price: float, agent_price: float) -> list[float]:
     pairs = zip(minutes['sip_minutes'], minutes['agent_minutes'], strict=True)
     cost = [round(sip * sip_price + agent * agent_price, 2) for sip, agent in pairs]
-    ax.plot(minutes['days'], minutes['sip_minutes'], marker='o', label='SIP minutes')
+    # bars under a line: cost follows the minutes, so two lines on their own scales lay one over
+    # the other and the minutes disappeared under the cost in a browser
+    ax.bar(minutes['days'], minutes['sip_minutes'], color='#8fb3de', label='SIP minutes')
     ax.set_ylabel('SIP minutes')
     twin = ax.twinx()
     twin.plot(minutes['days'], cost, marker='s', color='#b8563b', label='cost')
     twin.set_ylabel('cost (SIP + agent minutes)')
+    twin.set_ylim(bottom=0)
     ax.tick_params(axis='x', labelrotation=30)
+    if minutes['days']:
+        ax.legend(
+            [*ax.get_legend_handles_labels()[0], *twin.get_legend_handles_labels()[0]],
+            ['SIP minutes', 'cost'],
+            fontsize=7,
+            ncols=2,
+            frameon=False,
+            loc='lower center',
+            bbox_to_anchor=(0.5, 1.0),  # above the plot: inside, it covered the last day's bar
+        )
     return cost
 
 
@@ -196,10 +217,7 @@ def charts(data: dict[str, Any], sip_price: float, agent_price: float) -> dict[s
     funnel, weekdays, per_contact = data['funnel'], data['answer_rate_by_weekday'], data['attempts_per_contact']
     hourly = [r or 0 for r in data['answer_rate_by_hour']]
     draw: dict[str, Callable[[Any], object]] = {
-        'funnel': lambda ax: (
-            ax.barh(list(funnel)[::-1], list(funnel.values())[::-1], color='#3b6fb6'),
-            ax.set_xlabel('contacts'),
-        ),
+        'funnel': lambda ax: _funnel(ax, funnel),
         'answer_rate_by_hour': lambda ax: _bars(
             ax, [str(h) for h in range(24)], hourly, '#3b8f5a', "contact's local hour", 'answer rate'
         ),

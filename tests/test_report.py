@@ -1,5 +1,5 @@
 """``dialer campaign report``: one self-contained HTML file whose charts and embedded data match the
-campaign's records (validated by parsing the HTML: no headless browser is installed here)."""
+campaign's records (validated by parsing the HTML; ``test_report_browser.py`` opens it in Chromium)."""
 
 from __future__ import annotations
 
