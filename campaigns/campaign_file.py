@@ -27,7 +27,7 @@
     [callbacks]                  # a contact calling back (README "Call-backs")
     agent_id = "..."             # who answers (default: the campaign's agent)
     close_contact = true         # an answered call-back ends outbound attempts (outcome called_back)
-    route_after_end = 604800     # seconds after the last dial that call-backs still reach an ended campaign
+    route_after_end = 604800     # seconds after the campaign ended that call-backs still reach it
 
 Every problem names the file and the line (syntax) or the field (settings).
 """

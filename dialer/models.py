@@ -215,7 +215,7 @@ class CallbackPolicy(_Strict):
     #: An answered call-back closes the contact (outcome ``called_back``): no further outbound attempt.
     close_contact: bool = True
     #: Once the campaign has ended (completed or cancelled), call-backs are still routed to it for this
-    #: many seconds after the contact was last dialled; later callers get the unknown-caller default.
+    #: many seconds after its end; later callers get the unknown-caller default.
     route_after_end: float = Field(default=7 * 86400.0, ge=0)
 
 

@@ -16,11 +16,14 @@ keys listed below are accepted; provider names as the provider spells them):
 
 - Twilio Calls resource (form fields): https://www.twilio.com/docs/voice/api/call-resource
 - Telnyx TeXML / Call Control dial: https://developers.telnyx.com/api/call-scripting/initiate-texml-call
+  (in direct mode they become Call Control Dial fields: ``dialer/providers/telnyx.py`` ``dial_body``)
 - Plivo Make a call: https://www.plivo.com/docs/voice/api/call/make-a-call
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import unicodedata
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -33,6 +36,8 @@ from dialer.trunk_base import CONTROL_CATEGORIES, TrunkConfigError, TrunkLimits,
 
 
 PROVIDER_KINDS = ('twilio', 'telnyx', 'plivo')
+_ED25519_KEY_BYTES = 32
+_TELNYX_DIAL_MIN_TIMEOUT = 5
 Mode = Literal['ultravox', 'direct']
 
 # key -> (type, constraint). Types: int (lo, hi), enum (values), url, bool, events (values), text (max length).
@@ -110,6 +115,9 @@ class ProviderTrunk(TrunkLimits):
     secret_fields: ClassVar[tuple[str, ...]]
     #: Plain credential fields required in direct mode.
     id_fields: ClassVar[tuple[str, ...]]
+    #: Credentials that verify the provider's signed webhooks: accepted in ultravox mode too, because the
+    #: call-back webhooks of a number at the provider are verified whoever places the outbound calls.
+    verify_fields: ClassVar[tuple[str, ...]] = ()
     #: Whether the dialer can place this provider's phone leg itself (direct mode) yet.
     direct_available: ClassVar[bool] = False
 
@@ -149,7 +157,7 @@ class ProviderTrunk(TrunkLimits):
             if self.mode == 'direct' and key in _DIRECT_OWNED:
                 raise ValueError(f'additional_params.{key}: is set by the dialer in direct mode')
             _check_param(f'additional_params.{key}', spec, value)
-        given = [f for f in (*self.secret_fields, *self.id_fields) if self._given(f)]
+        given = [f for f in (*self.secret_fields, *self.id_fields) if self._given(f) and f not in self.verify_fields]
         if self.mode == 'ultravox' and given:
             raise ValueError(
                 f'{given[0]}: provider credentials are only used in direct mode; in ultravox mode Ultravox '
@@ -219,6 +227,7 @@ class TwilioTrunk(ProviderTrunk):
     documented_params: ClassVar[dict[str, _Spec]] = _TWILIO_PARAMS
     secret_fields: ClassVar[tuple[str, ...]] = ('auth_token',)
     id_fields: ClassVar[tuple[str, ...]] = ('account_sid',)
+    verify_fields: ClassVar[tuple[str, ...]] = ('auth_token',)
     direct_available: ClassVar[bool] = True
 
     account_sid: str | None = Field(default=None, pattern=r'^AC[0-9a-fA-F]{32}$')
@@ -242,8 +251,12 @@ class TelnyxTrunk(ProviderTrunk):
     provider: ClassVar[str] = 'telnyx'
     documented_params: ClassVar[dict[str, _Spec]] = _TELNYX_PARAMS
     secret_fields: ClassVar[tuple[str, ...]] = ('api_key',)
-    id_fields: ClassVar[tuple[str, ...]] = ('connection_id',)
+    # the public key is required in direct mode: the status webhooks are verified with it
+    id_fields: ClassVar[tuple[str, ...]] = ('connection_id', 'public_key')
+    verify_fields: ClassVar[tuple[str, ...]] = ('public_key',)
+    direct_available: ClassVar[bool] = True
 
+    #: Call Control v2 API key (``Authorization: Bearer``).
     api_key: SecretStr | None = None
     api_key_env: str | None = None
     api_key_file: Path | None = None
@@ -252,6 +265,28 @@ class TelnyxTrunk(ProviderTrunk):
     #: The account's Ed25519 public key (base64) that verifies webhook signatures; not a secret.
     public_key: str | None = None
 
+    @field_validator('public_key')
+    @classmethod
+    def _public_key(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                raw = base64.b64decode(value, validate=True)
+            except (binascii.Error, ValueError):
+                raw = b''
+            if len(raw) != _ED25519_KEY_BYTES:
+                raise ValueError(
+                    "must be the account's Ed25519 public key, base64 (Mission Control: Keys & Credentials, Public Key)"
+                )
+        return value
+
+    @model_validator(mode='after')
+    def _direct_timeout(self) -> TelnyxTrunk:
+        timeout = self.additional_params.get('Timeout')
+        if self.mode == 'direct' and isinstance(timeout, int) and timeout < _TELNYX_DIAL_MIN_TIMEOUT:
+            # Dial's timeout_secs starts at 5 s; refused here rather than by every Dial
+            raise ValueError('additional_params.Timeout: must be at least 5 in direct mode (Dial timeout_secs)')
+        return self
+
 
 class PlivoTrunk(ProviderTrunk):
     kind: Literal['plivo'] = 'plivo'
@@ -259,8 +294,25 @@ class PlivoTrunk(ProviderTrunk):
     documented_params: ClassVar[dict[str, _Spec]] = _PLIVO_PARAMS
     secret_fields: ClassVar[tuple[str, ...]] = ('auth_token',)
     id_fields: ClassVar[tuple[str, ...]] = ('auth_id',)
+    # the auth token signs Plivo's requests (X-Plivo-Signature-V3), call-back webhooks included
+    verify_fields: ClassVar[tuple[str, ...]] = ('auth_token',)
+    direct_available: ClassVar[bool] = True
 
     auth_id: str | None = Field(default=None, pattern=r'^[A-Z0-9]{20}$')
+    #: Authenticates REST requests (Basic auth with ``auth_id``) and signs Plivo's callbacks.
     auth_token: SecretStr | None = None
     auth_token_env: str | None = None
     auth_token_file: Path | None = None
+
+    @model_validator(mode='after')
+    def _answer_url(self) -> PlivoTrunk:
+        if self.mode == 'direct' and self.callback_url is None:
+            # Plivo takes no inline XML: it fetches the call's instructions from an answer URL, which
+            # `dialer webhooks` serves (<callback_url>/webhooks/plivo/answer)
+            raise ValueError(
+                'callback_url: is required in direct mode for plivo (Plivo fetches the XML that streams the call '
+                'to Ultravox from <callback_url>/webhooks/plivo/answer, served by `dialer webhooks`)'
+            )
+        if self.mode == 'direct' and 'hangup_method' in self.additional_params:
+            raise ValueError('additional_params.hangup_method: is set by the dialer in direct mode')
+        return self

@@ -20,7 +20,7 @@ from starlette.applications import Starlette
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from simulator import incoming, provider_api, providers
+from simulator import incoming, plivo_api, provider_api, provider_incoming, providers, telnyx_api
 from simulator.agent import Agent
 from simulator.calls import CallStore, SlidingWindow, max_concurrent, max_in_window
 from simulator.config import SimulatorConfig
@@ -442,7 +442,10 @@ def build_app(config: SimulatorConfig | None = None) -> Starlette:
         Route('/api/calls/{call_id}/recording', sim.get_recording, methods=['GET']),
         *providers.UltravoxProviderRoutes(sim).routes(),
         *provider_api.routes(sim),
+        *telnyx_api.routes(sim),
+        *plivo_api.routes(sim),
         *incoming.IncomingCalls(sim).routes(),
+        *provider_incoming.ProviderIncoming(sim).routes(),
         Route('/_sim/health', sim.health, methods=['GET']),
         Route('/_sim/config', sim.get_config, methods=['GET']),
         Route('/_sim/config', sim.set_config, methods=['POST']),

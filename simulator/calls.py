@@ -93,6 +93,8 @@ class CallPlan:
     #: 'sip', or the provider of a provider medium (no SIP details on the Call; see simulator/providers.py)
     medium: str = 'sip'
     deleted: bool = False
+    #: The create request's templateContext (not part of the Call object; provider incoming calls show it).
+    template_context: dict[str, Any] = field(default_factory=dict)
 
     def real(self, offset_sim: float | None) -> float | None:
         return None if offset_sim is None else self.created + offset_sim * self.time_scale
@@ -353,6 +355,7 @@ class CallStore:
             time_scale=config.time_scale,
             billing_delay_sim=config.billing_delay,
             base=base_call(call_id, now, body, agent_id),
+            template_context=dict(body.get('templateContext') or {}),
         )
         self.calls.append(plan)
         self.by_id[call_id] = plan

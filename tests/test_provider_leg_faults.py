@@ -3,6 +3,7 @@ or forged, the provider's 429. Real processes (CLI, workers, ``dialer webhooks``
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 from typing import TYPE_CHECKING, Any
@@ -12,8 +13,14 @@ import httpx
 import pytest
 
 from dialer import constants as k
-from dialer.providers.twilio import signature
 from simulator.testing import free_port, running_simulator
+from tests.direct_providers import (
+    DIRECT_PROVIDERS,
+    SETUPS,
+    answer_urls_served,
+    provider_records,
+    wait_for_answers,
+)
 from tests.fleet_helpers import (
     FAST_ENV,
     FAST_SIMULATOR,
@@ -23,7 +30,7 @@ from tests.fleet_helpers import (
     write_campaign_file,
     write_contacts,
 )
-from tests.test_provider_trunks_end_to_end import TWILIO_DIRECT_OUTCOME, TWILIO_SID, write_provider_trunk
+from tests.test_provider_trunks_end_to_end import write_provider_trunk
 from workers.fleet import LocalFleet
 
 
@@ -35,29 +42,24 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.slow
 
-TOKEN = 'tw-s3cret-token'
-ACCOUNT = {'twilio': {'account_sid': TWILIO_SID, 'auth_token': TOKEN}}
 
-
-def twilio_trunk(tmp_path: Path, concurrent: int, cps: float, **fields: str) -> Path:
+def direct_trunk(tmp_path: Path, kind: str, concurrent: int, cps: float, **fields: str) -> Path:
     return write_provider_trunk(
-        tmp_path / 'trunks.toml', 'twilio', concurrent, cps, mode='"direct"', account_sid=f'"{TWILIO_SID}"',
-        auth_token_env='"TWILIO_TOKEN"', **fields,
-    )  # fmt: skip
+        tmp_path / 'trunks.toml', kind, concurrent, cps, mode='"direct"', **SETUPS[kind].trunk_fields, **fields
+    )
 
 
-def twilio_fleet(tmp_path: Path, redis_url: str, sim_url: str, trunks: Path, **env: str) -> LocalFleet:
-    full = {**FAST_ENV, 'TWILIO_TOKEN': TOKEN, 'DIALER_TWILIO_BASE_URL': sim_url, **env}
+def direct_fleet(tmp_path: Path, kind: str, redis_url: str, sim_url: str, trunks: Path, **env: str) -> LocalFleet:
+    full = {**FAST_ENV, **SETUPS[kind].env(sim_url), **env}
     return LocalFleet(redis_url, sim_url, trunks, full, log_dir=tmp_path)
 
 
-def legs_of(sim: Any) -> list[dict[str, Any]]:
-    legs: list[dict[str, Any]] = sim.client.get('/_sim/provider_calls/twilio').json()
-    return legs
+def accounts(kind: str) -> dict[str, dict[str, str]]:
+    return {kind: SETUPS[kind].account}
 
 
 def assert_one_call_and_one_leg_per_attempt(
-    records: list[dict[str, Any]], legs: list[dict[str, Any]], rows: list[dict[str, str]]
+    kind: str, records: list[dict[str, Any]], legs: list[dict[str, Any]], rows: list[dict[str, str]]
 ) -> None:
     """One Ultravox call and one phone leg per attempt, and every contact ends as its last leg went."""
     assert max(creates_per_attempt(records).values()) == 1, 'one Ultravox call per attempt'
@@ -68,21 +70,28 @@ def assert_one_call_and_one_leg_per_attempt(
     for leg in sorted(legs, key=lambda leg: int(leg['attempt_id'].rsplit(':', 1)[1])):
         last[leg['to']] = leg
     for row in rows:
-        assert row['final_outcome'] == TWILIO_DIRECT_OUTCOME[last[row['phone']]['outcome']], (row, last[row['phone']])
+        assert row['final_outcome'] == SETUPS[kind].outcomes[last[row['phone']]['outcome']], (row, last[row['phone']])
         assert int(row['attempts']) == sum(1 for leg in legs if leg['to'] == row['phone'])
 
 
+@pytest.mark.parametrize('kind', DIRECT_PROVIDERS)
 def test_workers_sigkilled_while_the_provider_create_is_in_flight_never_place_a_second_leg(
-    tmp_path: Path, redis_url: str, sync_redis: redis_sync.Redis
+    tmp_path: Path, redis_url: str, sync_redis: redis_sync.Redis, kind: str
 ) -> None:
     contacts = 6
     write_contacts(tmp_path / 'contacts.csv', contacts)
-    trunks = twilio_trunk(tmp_path, contacts, 20)
+    hook_port = free_port()
+    trunks = direct_trunk(tmp_path, kind, contacts, 20, **SETUPS[kind].hook_fields(hook_port))
     # every provider create answers 60 s late: the leg exists at the provider, the worker never hears of it
-    with running_simulator(**FAST_SIMULATOR, provider_accounts=ACCOUNT, provider_create_delay=60) as sim:
-        fleet = twilio_fleet(tmp_path, redis_url, sim.base_url, trunks)
-        campaign = write_campaign_file(tmp_path / 'campaign.toml', 'crash', 'twilio-numbers')
+    with running_simulator(**FAST_SIMULATOR, provider_accounts=accounts(kind), provider_create_delay=60) as sim:
+        # the trackers look a "placing" leg up only after 20 s: every leg is still "placing" (in flight)
+        # when the workers die, however slowly the busy machine gets all six creates to the provider
+        fleet = direct_fleet(tmp_path, kind, redis_url, sim.base_url, trunks, DIALER_AMBIGUOUS_CREATE_DELAY='20')
+        campaign = write_campaign_file(tmp_path / 'campaign.toml', 'crash', f'{kind}-numbers')
+        wait_for_answers(SETUPS[kind], campaign)
         fleet.cli('campaign', 'load', str(tmp_path / 'contacts.csv'), '--campaign-file', str(campaign))
+        served = contextlib.ExitStack()  # `dialer webhooks` outlives the SIGKILLed workers
+        served.enter_context(answer_urls_served(fleet, SETUPS[kind], hook_port))
         first = [fleet.start_worker(), fleet.start_worker()]
         try:
             wait_for(lambda: sim.stats()['faults'].get('provider_slow', 0) >= contacts, 60, 'every leg in flight')
@@ -96,44 +105,53 @@ def test_workers_sigkilled_while_the_provider_create_is_in_flight_never_place_a_
             fleet.wait_until_finished('crash', timeout=120)
         finally:
             fleet.stop_all()
-        records, legs = sim.records(), legs_of(sim)
+            served.close()
+        records, legs = sim.records(), provider_records(sim, kind)
 
     fleet.cli('campaign', 'export', 'crash', '--output', str(tmp_path / 'results.csv'))
     rows = read_export(tmp_path / 'results.csv')
     assert len(rows) == contacts
-    assert_one_call_and_one_leg_per_attempt(records, legs, rows)
+    assert_one_call_and_one_leg_per_attempt(kind, records, legs, rows)
     first_legs = {leg['to']: leg['sid'] for leg in legs if leg['attempt_id'].endswith(':1')}
     for row in rows:  # the lookup found and recorded each leg that was in flight when its worker died
         assert row['provider_call_ids'].split(';')[0] == first_legs[row['phone']]
 
 
-def post_callback(url: str, params: list[tuple[str, str]], signed_with: str) -> httpx.Response:
-    headers = {'X-Twilio-Signature': signature(signed_with, url, params)}
-    return httpx.post(url, data=dict(params), headers=headers, timeout=10)
+def post_callback(
+    kind: str, url: str, leg_id: str, *, good: bool, signed: bool = True, signed_for: str | None = None
+) -> httpx.Response:
+    """A status callback about ``leg_id`` posted to ``url`` (signed as the provider would for ``signed_for``)."""
+    headers, body = SETUPS[kind].callback(signed_for or url, leg_id, good)
+    if not signed:
+        headers = {key: value for key, value in headers.items() if key.lower() == 'content-type'}
+    return httpx.post(url, content=body, headers=headers, timeout=10)
 
 
+@pytest.mark.parametrize('kind', DIRECT_PROVIDERS)
 def test_signed_status_callbacks_are_followed_a_lost_one_is_caught_by_polling_and_a_forged_one_is_refused(
-    tmp_path: Path, redis_url: str, sync_redis: redis_sync.Redis
+    tmp_path: Path, redis_url: str, sync_redis: redis_sync.Redis, kind: str
 ) -> None:
     contacts = 12
     write_contacts(tmp_path / 'contacts.csv', contacts)
     hook_port = free_port()
-    trunks = twilio_trunk(tmp_path, 4, 20, callback_url=f'"http://127.0.0.1:{hook_port}"')
+    trunks = direct_trunk(tmp_path, kind, 4, 20, callback_url=f'"http://127.0.0.1:{hook_port}"')
     long_call = '+12122000000'
     simulator = {
         **FAST_SIMULATOR,
-        'provider_accounts': ACCOUNT,
+        'provider_accounts': accounts(kind),
         'provider_callback_loss_rate': 0.5,
         'forced_outcomes': {long_call: ['answered']},
     }
     # polling is the slow fallback here (1 s), the callbacks the fast path
     with running_simulator(**simulator) as sim:
-        fleet = twilio_fleet(
-            tmp_path, redis_url, sim.base_url, trunks, DIALER_POLL_INTERVAL='1',
+        fleet = direct_fleet(
+            tmp_path, kind, redis_url, sim.base_url, trunks, DIALER_POLL_INTERVAL='1',
             DIALER_WEBHOOK_SECRETS=json.dumps(['whsec-provider-0123456789']),
         )  # fmt: skip
         hooks = fleet.start_webhooks(hook_port)
-        campaign = write_campaign_file(tmp_path / 'campaign.toml', 'hooks', 'twilio-numbers')
+        campaign = wait_for_answers(
+            SETUPS[kind], write_campaign_file(tmp_path / 'campaign.toml', 'hooks', f'{kind}-numbers')
+        )
         fleet.cli('campaign', 'load', str(tmp_path / 'contacts.csv'), '--campaign-file', str(campaign))
         try:
             fleet.start_worker()
@@ -141,64 +159,71 @@ def test_signed_status_callbacks_are_followed_a_lost_one_is_caught_by_polling_an
             fleet.wait_until_finished('hooks', timeout=180)
         finally:
             fleet.stop_all()
-        stats, records, legs = sim.stats(), sim.records(), legs_of(sim)
+        stats, records, legs = sim.stats(), sim.records(), provider_records(sim, kind)
 
         # A forged callback about a followed leg: set one up (its tracking entry is still, no worker runs).
         attempt_id, call_id = f'hooks:{long_call}:9', '00000000-1111-2222-3333-444444444444'
         member = f'{attempt_id}|{call_id}|leg'
-        record = {'st': 'live', 'call': call_id, 'leg': {'p': 'twilio', 'st': 'placed', 'id': 'CA' + '0' * 32}}
+        leg_id = legs[0]['sid']
+        record = {'st': 'live', 'call': call_id, 'leg': {'p': kind, 'st': 'placed', 'id': leg_id}}
         sync_redis.hset(k.campaign_attempts('hooks'), f'{long_call}:9', json.dumps(record))
         sync_redis.zadd(k.TRACKING, {member: 42})
-        url = f'http://127.0.0.1:{hook_port}/webhooks/twilio?' + urlencode({'a': attempt_id, 'c': call_id})
-        params = [('CallSid', 'CA' + '0' * 32), ('AccountSid', TWILIO_SID), ('CallStatus', 'completed')]
+        url = f'http://127.0.0.1:{hook_port}/webhooks/{kind}?' + urlencode({'a': attempt_id, 'c': call_id})
+        other = f'http://127.0.0.1:{hook_port}/webhooks/{kind}?' + urlencode(
+            {'a': f'hooks:{long_call}:8', 'c': call_id}
+        )
         try:
-            assert post_callback(url, params, 'not-the-token').status_code == 401
-            unsigned = httpx.post(url, data=dict(params), timeout=10)
-            assert unsigned.status_code == 401
+            assert post_callback(kind, url, leg_id, good=False).status_code == 401
+            assert post_callback(kind, url, leg_id, good=True, signed=False).status_code == 401
+            # a callback signed for another attempt, replayed to this attempt's URL
+            assert post_callback(kind, url, leg_id, good=True, signed_for=other).status_code == 401
             assert sync_redis.zscore(k.TRACKING, member) == 42, 'a refused callback moves nothing'
             assert json.loads(sync_redis.hget(k.campaign_attempts('hooks'), f'{long_call}:9')) == record
-            # the same callback signed with the account's token is taken (the leg is polled now)
-            assert post_callback(url, params, TOKEN).status_code == 200
+            # the same callback signed with the account's credential is taken (the leg is polled now)
+            assert post_callback(kind, url, leg_id, good=True).status_code == 200
             assert sync_redis.zscore(k.TRACKING, member) != 42
         finally:
             hooks.terminate()
             hooks.wait(timeout=30)
 
-    assert stats['webhooks'].get('twilio_callbacks_200', 0) >= 1, 'callbacks arrived and were taken'
-    assert stats['webhooks'].get('twilio_callbacks_401', 0) == 0, 'every callback of the simulator verified'
-    assert stats['faults'].get('twilio_callback_lost', 0) >= 1, 'some callbacks were lost'
+    assert stats['webhooks'].get(f'{kind}_callbacks_200', 0) >= 1, 'callbacks arrived and were taken'
+    assert stats['webhooks'].get(f'{kind}_callbacks_401', 0) == 0, 'every callback of the simulator verified'
+    assert stats['faults'].get(f'{kind}_callback_lost', 0) >= 1, 'some callbacks were lost'
     fleet.cli('campaign', 'export', 'hooks', '--output', str(tmp_path / 'results.csv'))
     rows = read_export(tmp_path / 'results.csv')
     assert len(rows) == contacts
-    assert_one_call_and_one_leg_per_attempt(records, legs, rows)
+    assert_one_call_and_one_leg_per_attempt(kind, records, legs, rows)
 
 
+@pytest.mark.parametrize('kind', DIRECT_PROVIDERS)
 def test_a_provider_429_holds_the_trunk_and_places_the_leg_again_without_spending_the_attempt(
-    tmp_path: Path, redis_url: str, sync_redis: redis_sync.Redis
+    tmp_path: Path, redis_url: str, sync_redis: redis_sync.Redis, kind: str
 ) -> None:
     contacts = 8
     write_contacts(tmp_path / 'contacts.csv', contacts)
     # the trunk claims 10 calls/s, the provider account takes 1: second tries are refused with 429 (two
     # at a time, so a held leg waits a few seconds at most, well inside its Ultravox call's joinTimeout)
-    trunks = twilio_trunk(tmp_path, 2, 10)
+    hook_port = free_port()
+    trunks = direct_trunk(tmp_path, kind, 2, 10, **SETUPS[kind].hook_fields(hook_port))
     # slower simulated time, so the Ultravox calls keep waiting (joinTimeout 600 s) through the holds
     simulator = {**FAST_SIMULATOR, 'time_scale': 0.01, 'talk_min': 10, 'talk_max': 60}
-    with running_simulator(**simulator, provider_accounts=ACCOUNT, provider_calls_per_second=1) as sim:
-        fleet = twilio_fleet(tmp_path, redis_url, sim.base_url, trunks)
-        campaign = write_campaign_file(tmp_path / 'campaign.toml', 'busy', 'twilio-numbers', max_attempts=1)
+    with running_simulator(**simulator, provider_accounts=accounts(kind), provider_calls_per_second=1) as sim:
+        fleet = direct_fleet(tmp_path, kind, redis_url, sim.base_url, trunks)
+        campaign = write_campaign_file(tmp_path / 'campaign.toml', 'busy', f'{kind}-numbers', max_attempts=1)
         campaign.write_text(campaign.read_text().replace('join_timeout = 30', 'join_timeout = 600'))
         fleet.cli('campaign', 'load', str(tmp_path / 'contacts.csv'), '--campaign-file', str(campaign))
-        fleet.start_worker()
-        fleet.start_worker()
-        try:
-            fleet.wait_until_finished('busy', timeout=180)
-        finally:
-            fleet.stop_all()
-        stats, records, legs = sim.stats(), sim.records(), legs_of(sim)
+        with answer_urls_served(fleet, SETUPS[kind], hook_port):
+            fleet.start_worker()
+            fleet.start_worker()
+            try:
+                fleet.wait_until_finished('busy', timeout=180)
+            finally:
+                fleet.stop_all()
+        stats, records, legs = sim.stats(), sim.records(), provider_records(sim, kind)
 
-    assert stats['rejected'].get('twilio_429', 0) >= 1, 'the 429 path was exercised'
+    assert stats['rejected'].get(f'{kind}_429', 0) >= 1, 'the 429 path was exercised'
     fleet.cli('campaign', 'export', 'busy', '--output', str(tmp_path / 'results.csv'))
     rows = read_export(tmp_path / 'results.csv')
     assert len(rows) == contacts
     assert all(row['attempts'] == '1' for row in rows), 'a 429 spent no attempt'
-    assert_one_call_and_one_leg_per_attempt(records, legs, rows)
+    assert_one_call_and_one_leg_per_attempt(kind, records, legs, rows)

@@ -6,7 +6,14 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from simulator.testing import running_simulator
+from simulator.testing import free_port, running_simulator
+from tests.direct_providers import (
+    DIRECT_PROVIDERS,
+    SETUPS,
+    answer_urls_served,
+    provider_records,
+    wait_for_answers,
+)
 from tests.fleet_helpers import (
     FAST_ENV,
     FAST_SIMULATOR,
@@ -88,64 +95,59 @@ def test_ultravox_mode_provider_trunk_dials_every_contact_once_per_attempt_withi
     assert_within_limits(stats, {kind: (4, 20)})
 
 
-#: Direct mode, Twilio: the played outcome -> ours, as the polled Call resource tells it (its status
-#: alone: a declined call reads "busy", an invalid number "failed").
-TWILIO_DIRECT_OUTCOME = {
-    'answered': 'answered',
-    'no_answer': 'no_answer',
-    'unavailable': 'no_answer',
-    'busy': 'busy',
-    'rejected': 'busy',
-    'invalid_number': 'failed',
-    'connection_error': 'failed',
-    'system_error': 'failed',
-    'voicemail': 'voicemail',  # answered by a machine, as Twilio's AMD (AnsweredBy) says
-}
-TWILIO_SID = 'AC' + '1' * 32
-
-
-def test_direct_mode_twilio_places_one_phone_leg_per_attempt_and_polling_alone_reaches_every_outcome(
-    tmp_path: Path, redis_url: str, sync_redis: object
+@pytest.mark.parametrize('kind', DIRECT_PROVIDERS)
+def test_direct_mode_places_one_phone_leg_per_attempt_and_polling_alone_reaches_every_outcome(
+    tmp_path: Path, redis_url: str, sync_redis: object, kind: str
 ) -> None:
+    provider = SETUPS[kind]
     write_contacts(tmp_path / 'contacts.csv', 20)
+    hook_port = free_port()
     trunks = write_provider_trunk(
-        tmp_path / 'trunks.toml', 'twilio', 4, 20, mode='"direct"', account_sid=f'"{TWILIO_SID}"',
-        auth_token_env='"TWILIO_TOKEN"', additional_params='{ MachineDetection = "Enable" }',
+        tmp_path / 'trunks.toml', kind, 4, 20, mode='"direct"', **provider.trunk_fields,
+        additional_params=provider.amd_params, **provider.hook_fields(hook_port),
     )  # fmt: skip
-    account = {'twilio': {'account_sid': TWILIO_SID, 'auth_token': 'tw-s3cret-token'}}
-    with running_simulator(**FAST_SIMULATOR, provider_accounts=account, voicemail_rate=0.5) as sim:
-        env = {**FAST_ENV, 'TWILIO_TOKEN': 'tw-s3cret-token', 'DIALER_TWILIO_BASE_URL': sim.base_url}
+    simulator = {**FAST_SIMULATOR, 'provider_accounts': {kind: provider.account}, 'voicemail_rate': 0.5}
+    # a provider that needs `dialer webhooks` for its answer URL loses every status callback: polling alone
+    simulator['provider_callback_loss_rate'] = 1.0 if provider.webhooks else 0.0
+    with running_simulator(**simulator) as sim:
+        env = {**FAST_ENV, **provider.env(sim.base_url)}
         fleet = LocalFleet(redis_url, sim.base_url, trunks, env, log_dir=tmp_path)
         assert fleet.cli('trunks', 'check').returncode == 0, 'direct mode needs no telephony config'
-        campaign = write_campaign_file(tmp_path / 'campaign.toml', 'direct', 'twilio-numbers')
+        campaign = wait_for_answers(
+            provider, write_campaign_file(tmp_path / 'campaign.toml', 'direct', f'{kind}-numbers')
+        )
         fleet.cli('campaign', 'load', str(tmp_path / 'contacts.csv'), '--campaign-file', str(campaign))
-        fleet.start_worker()
-        fleet.start_worker()
-        try:
-            fleet.wait_until_finished('direct', timeout=120)
-        finally:
-            fleet.stop_all()
-        records = sim.records()
-        legs = sim.client.get('/_sim/provider_calls/twilio').json()
+        with answer_urls_served(fleet, provider, hook_port):
+            fleet.start_worker()
+            fleet.start_worker()
+            try:
+                fleet.wait_until_finished('direct', timeout=120)
+            finally:
+                fleet.stop_all()
+        records, stats = sim.records(), sim.stats()
+        legs = provider_records(sim, kind)
 
     fleet.cli('campaign', 'export', 'direct', '--output', str(tmp_path / 'results.csv'))
     rows = read_export(tmp_path / 'results.csv')
+    assert len(rows) == 20
     assert max(creates_per_attempt(records).values()) == 1
     legs_per_attempt = creates_per_attempt([{'metadata': {'attempt_id': leg['attempt_id']}} for leg in legs])
     assert max(legs_per_attempt.values()) == 1, 'one phone leg per attempt'
     assert len(legs) == len(records)
     last_leg: dict[str, dict[str, Any]] = {}
-    for leg in legs:
-        last_leg[leg['attempt_id'].rsplit(':', 2)[1]] = max(
-            leg, last_leg.get(leg['attempt_id'].rsplit(':', 2)[1], leg), key=lambda item: item['attempt_id']
-        )
+    for leg in sorted(legs, key=lambda item: int(item['attempt_id'].rsplit(':', 1)[1])):
+        last_leg[leg['to']] = leg
     for row in rows:
         leg = last_leg[row['phone']]
-        assert row['final_outcome'] == TWILIO_DIRECT_OUTCOME[leg['outcome']], (row, leg)
+        assert row['final_outcome'] == provider.outcomes[leg['outcome']], (row, leg)
         assert row['provider_status'] == leg['final']
         assert row['amd_verdict'] == (leg['answered_by'] or '')
+        assert row['provider_call_ids'].split(';')[-1] == leg['sid']
         if leg['outcome'] == 'voicemail':
             assert row['voicemail_left'] == 'False', 'a machine answered; the agent left no message'
         assert float(row['sip_billed_seconds']) == 0
-        assert 'tw-s3cret-token' not in str(row)
+        assert row['trunk_kind'] == kind
+        assert not any(secret in str(row) for secret in provider.secrets)
     assert any(leg['outcome'] == 'voicemail' for leg in legs), 'the AMD path was exercised'
+    assert stats['faults'].get(f'{kind}_answer_failed', 0) == 0, 'every answered leg got its stream'
+    assert_within_limits(stats, {kind: (4, 20)})

@@ -79,15 +79,18 @@ def _opted_out(rt: Runtime) -> Decision:
     return Decision('dnc_rejected', reject(settings.callback_reject_code, 'the caller is on the do-not-call list'))
 
 
-async def decide(rt: Runtime, scripts: CallbackScripts, number: str | None, *, seen: str | None = None) -> Decision:
+async def decide(
+    rt: Runtime, scripts: CallbackScripts, number: str | None, *, seen: str | None = None, seen_ms: int | None = None
+) -> Decision:
     """Route a call-back from ``number`` (E.164, or None when the caller id is no valid number).
 
-    ``seen``: the replay key of the request; a request seen before raises ``Replayed``.
+    ``seen``: the replay key of the request (marked ``1`` for ``seen_ms``, default twice the webhook
+    max age); a request seen before raises ``Replayed``.
     """
     settings = rt.settings
     async with rt.redis.pipeline(transaction=False) as pipe:
         if seen is not None:
-            pipe.set(seen, '1', nx=True, px=int(settings.webhook_max_age * 2000))
+            pipe.set(seen, '1', nx=True, px=seen_ms or int(settings.webhook_max_age * 2000))
         if number is not None:
             pipe.get(k.callback(number))
             pipe.sismember(k.DNC, number)

@@ -99,22 +99,25 @@ def worker(*, burst: bool) -> None:
 @click.option('--port', default=8080, show_default=True, type=int)
 def webhooks(*, host: str, port: int) -> None:
     """Receive Ultravox webhooks (call.ended, call.billed); optional, polling alone suffices."""
+    from dialer.provider_trunks import ProviderTrunk  # noqa: PLC0415
     from workers.runtime import Runtime  # noqa: PLC0415
     from workers.serving import PortInUseError, start_metrics_server  # noqa: PLC0415
     from workers.webhooks import build_webhook_app, serve_webhooks  # noqa: PLC0415
 
     settings = load_settings()
-    # every route checks its own secret and refuses everything without one; with none at all there
-    # is nothing this server could accept
-    if not (settings.webhook_secrets or settings.sip_fallback_secrets or settings.tool_secret):
-        raise click.ClickException(
-            'nothing to serve: set DIALER_WEBHOOK_SECRETS (Ultravox webhooks), DIALER_SIP_FALLBACK_SECRETS '
-            '(call-backs) or DIALER_TOOL_SECRET (the agent tool); unsigned requests are never accepted'
-        )
     try:
         rt = Runtime.create(settings)
     except TrunkConfigError as exc:
         raise click.ClickException(str(exc)) from None
+    # every route checks its own secret and refuses everything without one; with none at all there
+    # is nothing this server could accept (provider trunks verify their providers' webhooks themselves)
+    providers = any(isinstance(trunk, ProviderTrunk) for trunk in rt.trunks.trunks.values())
+    if not (settings.webhook_secrets or settings.sip_fallback_secrets or settings.tool_secret or providers):
+        raise click.ClickException(
+            'nothing to serve: set DIALER_WEBHOOK_SECRETS (Ultravox webhooks), DIALER_SIP_FALLBACK_SECRETS '
+            '(call-backs) or DIALER_TOOL_SECRET (the agent tool), or add a provider trunk; unsigned requests '
+            'are never accepted'
+        )
     try:
         if settings.metrics_port:
             start_metrics_server(settings.metrics_host, settings.metrics_port)

@@ -19,7 +19,7 @@ from dialer.trunks import TrunkRegistry, load_trunks
 from workers.cli import cli, load_settings, run, user_errors
 from workers.cli_campaign import _cli_options, campaign, campaign_options
 from workers.cli_load import PLAN_PLACEHOLDERS, load_options, plan_table, report_csv_plan, settings_for_load
-from workers.provider_check import check_provider_configs
+from workers.provider_check import check_provider_configs, inbound_setup_lines
 from workers.runtime import redis_client
 
 
@@ -39,6 +39,8 @@ def trunks_check() -> None:
             f'{name}: {trunk.kind} {trunk.host} ({trunk.transport}), from {trunk.caller_id}, '
             f'{trunk.max_concurrent} concurrent, {trunk.calls_per_second:g}/s (burst {trunk.burst})'
         )
+    for line in inbound_setup_lines(loaded):
+        click.echo(line)
     problems = run(check_provider_configs(settings, loaded))
     if problems:
         raise click.ClickException('\n'.join(problems))

@@ -30,6 +30,7 @@ from dialer.providers import verify_callback
 from dialer.trunks import TrunkConfigError
 from workers.inbound import ATTEMPT_ID, CALL_ID
 from workers.phone_leg import nudge_leg
+from workers.plivo_answer import plivo_answer_route
 
 
 if TYPE_CHECKING:
@@ -47,7 +48,8 @@ def provider_routes(rt: Runtime) -> list[Route]:
     async def receive(request: Request) -> Response:
         return await receive_provider_callback(rt, request, request.path_params['provider'])
 
-    return [Route('/webhooks/{provider:str}', receive, methods=['POST'])]
+    # Plivo also fetches each answered leg's XML from the webhook app (workers/plivo_answer.py)
+    return [Route('/webhooks/{provider:str}', receive, methods=['POST']), plivo_answer_route(rt)]
 
 
 async def receive_provider_callback(rt: Runtime, request: Request, provider: str) -> Response:

@@ -1,6 +1,7 @@
 """``dialer webhooks``: the one HTTP app for everything that calls *us*.
 
-Each inbound route lives in its own module (today: Ultravox's call webhooks); this module only
+Each inbound route lives in its own module (Ultravox's call webhooks, the agent tool, the SIP fallback
+handler, provider status callbacks and provider inbound calls); this module only
 assembles them and serves the app with limits that keep a slow or idle client from taking the
 receiver offline: a deadline for each request's headers, one for its body, and a connection cap.
 """
@@ -16,6 +17,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from workers.provider_inbound import provider_inbound_route
 from workers.provider_webhooks import provider_routes
 from workers.sip_fallback import sip_fallback_route
 from workers.tool_route import tool_route
@@ -49,6 +51,7 @@ def build_webhook_app(rt: Runtime) -> Starlette:
             Route('/webhooks/ultravox', ultravox, methods=['POST']),
             tool_route(rt),
             sip_fallback_route(rt),
+            provider_inbound_route(rt),
             Route('/health', health),
             *provider_routes(rt),
         ],
@@ -56,8 +59,8 @@ def build_webhook_app(rt: Runtime) -> Starlette:
     )
 
 
-class HeaderDeadlineProtocol(H11Protocol):
-    """uvicorn's h11 protocol with a deadline for each request's headers.
+class _HeaderDeadline:
+    """A deadline for each request's headers, for either of uvicorn's HTTP/1.1 protocols.
 
     uvicorn's keep-alive timer is cancelled by any byte received, so a client that sends a header a
     byte at a time (or connects and says nothing) would hold a connection forever; here each request
@@ -67,6 +70,26 @@ class HeaderDeadlineProtocol(H11Protocol):
 
     header_timeout = 10.0
     _deadline: asyncio.TimerHandle | None = None
+    loop: asyncio.AbstractEventLoop
+    transport: asyncio.Transport
+
+    def _arm(self) -> None:
+        self._disarm()
+        self._deadline = self.loop.call_later(self.header_timeout, self._expire)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _expire(self) -> None:
+        self._deadline = None
+        if not self.transport.is_closing():
+            self.transport.close()
+
+
+class HeaderDeadlineProtocol(_HeaderDeadline, H11Protocol):
+    """uvicorn's h11 protocol (pure Python) with the header deadline; used where httptools is missing."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -87,23 +110,42 @@ class HeaderDeadlineProtocol(H11Protocol):
         if not self.transport.is_closing():
             self._arm()
 
-    def _arm(self) -> None:
-        self._disarm()
-        self._deadline = self.loop.call_later(self.header_timeout, self._expire)
 
-    def _disarm(self) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
+def _httptools_protocol() -> type[asyncio.Protocol] | None:
+    """uvicorn's httptools protocol (the C parser of Node's llhttp) with the header deadline, if installed.
 
-    def _expire(self) -> None:
-        self._deadline = None
-        if not self.transport.is_closing():
-            self.transport.close()
+    It parses a request for a fraction of h11's CPU; the receiver's cost per delivery is what a fleet
+    with webhooks pays twice per call (bench/RESULTS.md, issue 16).
+    """
+    try:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol  # noqa: PLC0415  optional C extension
+    except ImportError:
+        return None
+
+    class HttpToolsHeaderDeadlineProtocol(_HeaderDeadline, HttpToolsProtocol):
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def on_headers_complete(self) -> None:
+            self._disarm()  # this request's headers are in; the body has its own deadline (inbound.py)
+            super().on_headers_complete()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing():
+                self._arm()
+
+    return HttpToolsHeaderDeadlineProtocol
 
 
 def serve_webhooks(app: Starlette, settings: Settings, host: str, port: int) -> None:
-    protocol = type('Protocol', (HeaderDeadlineProtocol,), {'header_timeout': settings.webhook_header_timeout})
+    base = _httptools_protocol() or HeaderDeadlineProtocol
+    protocol = type('Protocol', (base,), {'header_timeout': settings.webhook_header_timeout})
     uvicorn.run(
         app,
         host=host,

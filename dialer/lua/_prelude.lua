@@ -51,7 +51,8 @@ local function maybe_complete(campaign, trunk_campaigns, name)
   end
   -- a campaign whose CSV is still being loaded is not finished, whatever its counters say
   if open == 0 and redis.call('HEXISTS', campaign, 'loading') == 0 and redis.call('HGET', campaign, 'state') == 'active' then
-    redis.call('HSET', campaign, 'state', 'completed')
+    -- when it ended: call-backs are routed to an ended campaign for its route_after_end from here
+    redis.call('HSET', campaign, 'state', 'completed', 'ended', now_ms())
     redis.call('SREM', trunk_campaigns, name)
     -- a no-op unless the calling script opened the outbox (dialer/lua/_outbox.lua)
     outbox_append('campaign.completed', name, {campaign = name}, now_ms())

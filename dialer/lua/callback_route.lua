@@ -4,14 +4,17 @@
 -- ARGV: 1 number, 2 call-back id, 3 dialled at ms (index), 4 routing window after the end (ms),
 --       5 first poll delay ms, 6 attempt id (index), 7 tracking member
 -- Returns {verdict, now, contact JSON, progress JSON}; verdict is route | ended (the campaign ended
--- longer ago than its window) | gone (campaign or contact deleted)
+-- longer ago than its window: campaign hash field 'ended', Redis ms) | gone (campaign or contact deleted)
 local now = now_ms()
 local number = ARGV[1]
 local state = redis.call('HGET', KEYS[2], 'state')
 local contact = redis.call('HGET', KEYS[3], number)
 if not state or not contact then return {'gone', now} end
-if (state == 'completed' or state == 'cancelled') and now > tonumber(ARGV[3]) + tonumber(ARGV[4]) then
-  return {'ended', now}
+if state == 'completed' or state == 'cancelled' then
+  -- the window counts from the campaign's end (maybe_complete / lifecycle.lua record it); a campaign
+  -- that ended before ends were recorded counts from the contact's last dial
+  local ended = tonumber(redis.call('HGET', KEYS[2], 'ended') or ARGV[3])
+  if now > ended + tonumber(ARGV[4]) then return {'ended', now} end
 end
 -- a contact not claimed yet has no progress record (claim.lua starts it the same way)
 local progress = get_json(KEYS[4], number) or {s = 'pending', a = 0}

@@ -15,7 +15,10 @@ elseif action == 'resume' then
   redis.call('SADD', KEYS[3], ARGV[1])
 elseif action == 'cancel' then
   if state == 'completed' then return 'error:campaign is already completed' end
-  redis.call('HSET', KEYS[2], 'state', 'cancelled')
+  if state ~= 'cancelled' then
+    -- when it ended (callback_route.lua counts route_after_end from it); a repeated cancel keeps it
+    redis.call('HSET', KEYS[2], 'state', 'cancelled', 'ended', now_ms())
+  end
   redis.call('SREM', KEYS[3], ARGV[1])
 elseif action == 'load_start' then
   redis.call('HSET', KEYS[2], 'loading', ARGV[3])
@@ -27,6 +30,7 @@ elseif action == 'load_end' then
   end
   if state == 'completed' and open > 0 then
     redis.call('HSET', KEYS[2], 'state', 'active')
+    redis.call('HDEL', KEYS[2], 'ended')
   end
 end
 state = redis.call('HGET', KEYS[2], 'state')

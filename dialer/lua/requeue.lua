@@ -1,7 +1,8 @@
 -- Reopen contacts that ended with one outcome (e.g. 'failed' while the API key was wrong), for a
 -- reason the operator has since fixed. Each gets a fresh attempt budget (attempts already made are
 -- kept, numbered on, and no longer count), and is due at once: DNC, calling hours and the 24 h cap
--- still apply when it is dialled. A completed campaign becomes active again.
+-- still apply when it is dialled. A completed campaign becomes active again. A contact closed by
+-- its answered call-back ('called_back') can be requeued too: it is dialled again.
 -- KEYS: 1 clock, 2 campaign, 3 progress, 4 attempts, 5 due, 6 trunk campaigns
 -- ARGV: 1 campaign name, 2 outcome, 3 reason substring ('' = any), 4.. numbers
 -- Returns the number of contacts reopened.
@@ -22,6 +23,9 @@ for i = 4, #ARGV do
       redis.call('HINCRBY', KEYS[2], 'o:' .. progress.o, -1)
       progress.o = nil
       progress.b = progress.a or 0
+      -- requeued on purpose: a contact closed by an answered call-back is dialled again (send.lua
+      -- stops any attempt of a contact marked cbk); the call-back itself stays on record (ib*)
+      progress.cbk = nil
       set_status(KEYS[2], progress, 'pending')
       set_json(KEYS[3], number, progress)
       redis.call('ZADD', KEYS[5], now, number)
@@ -31,7 +35,10 @@ for i = 4, #ARGV do
 end
 if reopened > 0 then
   redis.call('HINCRBY', KEYS[2], 'requeued', reopened)
-  if state == 'completed' then redis.call('HSET', KEYS[2], 'state', 'active') end
+  if state == 'completed' then
+    redis.call('HSET', KEYS[2], 'state', 'active')
+    redis.call('HDEL', KEYS[2], 'ended')
+  end
   if redis.call('HGET', KEYS[2], 'state') == 'active' then redis.call('SADD', KEYS[6], ARGV[1]) end
 end
 return reopened

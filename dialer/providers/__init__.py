@@ -82,24 +82,33 @@ class PhoneProvider(Protocol):
 def is_machine(amd: str | None) -> bool:
     """Whether an answering-machine verdict says a machine answered: Twilio's ``AnsweredBy``
     ``machine_start`` / ``machine_end_beep`` / ``machine_end_silence`` / ``machine_end_other``,
-    Telnyx's ``machine`` (``human``, ``fax``, ``unknown``, ``not_sure`` are not)."""
+    Telnyx's ``machine``, Plivo's ``machine`` (a "Machine Detected" hang-up) (``human``, ``fax``,
+    ``unknown``, ``not_sure`` are not)."""
     return amd is not None and amd.startswith('machine')
 
 
 def verify_callback(trunk: ProviderTrunk, url: str, headers: Mapping[str, str], body: bytes, now: float) -> bool:
     """Whether a status callback to ``url`` was signed by ``trunk``'s provider account."""
-    from dialer.providers import twilio  # noqa: PLC0415  one provider module per kind
+    from dialer.providers import plivo, telnyx, twilio  # noqa: PLC0415  one provider module per kind
 
     if trunk.provider == 'twilio':
         return twilio.verify(trunk, url, headers, body)
+    if trunk.provider == 'telnyx':
+        return telnyx.verify(trunk, url, headers, body, now)
+    if trunk.provider == 'plivo':
+        return plivo.verify(trunk, url, headers, body, now)
     del now
     return False
 
 
 def provider_client(trunk: ProviderTrunk, settings: Settings) -> PhoneProvider:
     """The REST client of a direct-mode trunk (one per trunk and process; close with ``aclose``)."""
-    from dialer.providers import twilio  # noqa: PLC0415  one provider module per kind
+    from dialer.providers import plivo, telnyx, twilio  # noqa: PLC0415  one provider module per kind
 
     if trunk.provider == 'twilio':
         return twilio.TwilioClient(trunk, settings)
+    if trunk.provider == 'telnyx':
+        return telnyx.TelnyxClient(trunk, settings)
+    if trunk.provider == 'plivo':
+        return plivo.PlivoClient(trunk, settings)
     raise ProviderError(f'direct mode is not available for {trunk.provider} yet')
