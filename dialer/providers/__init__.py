@@ -15,11 +15,15 @@ signed status callbacks, and maps the provider's status onto our ``Outcome``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+import httpx
+
+from dialer.ultravox import parse_retry_after, redact
 
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping, Sequence
 
     from dialer.models import Outcome
     from dialer.provider_trunks import ProviderTrunk
@@ -47,6 +51,47 @@ class ProviderUnavailable(ProviderError):  # noqa: N818 - named after the condit
     def __init__(self, reason: str, *, maybe_placed: bool) -> None:
         super().__init__(f'provider request failed: {reason}')
         self.maybe_placed = maybe_placed
+
+
+#: Raised before any byte of the request left: nothing can have been placed.
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+
+async def provider_request(
+    client: httpx.AsyncClient,
+    method: str,
+    url: str,
+    secrets: Sequence[str],
+    *,
+    missing_ok: bool = False,
+    rate_limited: Callable[[httpx.Response], bool] | None = None,
+    retry_after: Callable[[httpx.Response], float] | None = None,
+    **kwargs: Any,
+) -> Any:
+    """One request to a provider's REST API, its failure classified by the table above: the JSON answer
+    (``{}`` for an empty one; None for a 404 when ``missing_ok``). ``rate_limited`` recognises a
+    provider's "too many calls" answer that is not a 429; ``retry_after`` reads its wait (default: the
+    ``Retry-After`` header). Refusals are redacted of ``secrets``."""
+    try:
+        response = await client.request(method, url, **kwargs)
+    except httpx.RequestError as exc:
+        raise ProviderUnavailable(type(exc).__name__, maybe_placed=not isinstance(exc, _NOT_SENT)) from None
+    status = response.status_code
+    if status == httpx.codes.NOT_FOUND and missing_ok:
+        return None
+    if status == httpx.codes.TOO_MANY_REQUESTS or (400 <= status < 500 and rate_limited and rate_limited(response)):
+        wait = retry_after(response) if retry_after else parse_retry_after(response.headers.get('Retry-After'))
+        raise ProviderRateLimited(wait, f'HTTP {status}')
+    if 400 <= status < 500:
+        raise ProviderRejected(status, redact(response.text, secrets))
+    if not response.is_success:
+        raise ProviderUnavailable(f'HTTP {status}', maybe_placed=True)
+    if status == httpx.codes.NO_CONTENT or not response.content:
+        return {}
+    try:
+        return response.json()
+    except ValueError:
+        raise ProviderUnavailable('a body that is not JSON', maybe_placed=True) from None
 
 
 @dataclass(frozen=True, slots=True)

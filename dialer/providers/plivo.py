@@ -59,8 +59,7 @@ import httpx
 
 from dialer.http import async_client
 from dialer.models import Outcome
-from dialer.providers import LegStatus, ProviderRateLimited, ProviderRejected, ProviderUnavailable
-from dialer.ultravox import parse_retry_after, redact
+from dialer.providers import LegStatus, ProviderRejected, ProviderUnavailable, provider_request
 
 
 if TYPE_CHECKING:
@@ -120,7 +119,6 @@ def verify(trunk: ProviderTrunk, url: str, headers: Mapping[str, str], body: byt
 
 # --- the Call API ---------------------------------------------------------------------------------
 
-_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 #: Path of the answer URL under the trunk's ``callback_url`` (``workers/plivo_answer.py``).
 ANSWER_PATH = '/webhooks/plivo/answer'
 #: Hang-up causes (normalised names, Plivo "Hangup causes") of calls that never reached anyone.
@@ -248,24 +246,9 @@ class PlivoClient:
 
     async def _request(self, method: str, path: str, *, missing_ok: bool = False, **kwargs: Any) -> Any:
         """The JSON answer (``{}`` for 204; None for 404 with ``missing_ok``); errors per the package table."""
-        try:
-            response = await self._client.request(method, self._path + path, **kwargs)
-        except httpx.RequestError as exc:
-            raise ProviderUnavailable(type(exc).__name__, maybe_placed=not isinstance(exc, _NOT_SENT)) from None
-        if response.status_code == httpx.codes.NOT_FOUND and missing_ok:
-            return None
-        if response.status_code == httpx.codes.TOO_MANY_REQUESTS:
-            raise ProviderRateLimited(parse_retry_after(response.headers.get('Retry-After')), 'HTTP 429')
-        if 400 <= response.status_code < 500:
-            raise ProviderRejected(response.status_code, redact(response.text, self._secrets))
-        if not response.is_success:
-            raise ProviderUnavailable(f'HTTP {response.status_code}', maybe_placed=True)
-        if response.status_code == httpx.codes.NO_CONTENT or not response.content:
-            return {}
-        try:
-            return response.json()
-        except ValueError:
-            raise ProviderUnavailable('a body that is not JSON', maybe_placed=True) from None
+        return await provider_request(
+            self._client, method, self._path + path, self._secrets, missing_ok=missing_ok, **kwargs
+        )
 
     async def place(self, *, to: str, caller_id: str, join_url: str, callback_url: str | None) -> LegStatus:
         del join_url  # Plivo fetches the XML that carries it from the answer URL (workers/plivo_answer.py)

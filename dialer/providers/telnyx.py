@@ -51,19 +51,20 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote, urlsplit
 
-import httpx
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from dialer.http import async_client
 from dialer.models import Outcome
-from dialer.providers import LegStatus, ProviderRateLimited, ProviderRejected, ProviderUnavailable
-from dialer.ultravox import parse_retry_after, redact
+from dialer.providers import LegStatus, ProviderUnavailable, provider_request
+from dialer.ultravox import parse_retry_after
 
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
+
+    import httpx
 
     from dialer.provider_trunks import ProviderTrunk
     from dialer.settings import Settings
@@ -165,7 +166,6 @@ _SIP_OUTCOMES = {
 #: Seconds a call that is no longer alive may go without its ``call.hangup`` event in the call events
 #: (they are written a moment after the call ends) before it is taken as ended with no cause.
 EVENTS_GRACE = 30.0
-_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
 
 def classify(cause: str | None, sip_code: str | None, *, answered: bool) -> Outcome:
@@ -295,22 +295,15 @@ class TelnyxClient:
         await self._client.aclose()
 
     async def _request(self, method: str, path: str, **kwargs: Any) -> Any:
-        try:
-            response = await self._client.request(method, path, **kwargs)
-        except httpx.RequestError as exc:
-            raise ProviderUnavailable(type(exc).__name__, maybe_placed=not isinstance(exc, _NOT_SENT)) from None
-        if response.status_code == httpx.codes.TOO_MANY_REQUESTS or (
-            400 <= response.status_code < 500 and _error_codes(response) & RATE_LIMIT_CODES
-        ):
-            raise ProviderRateLimited(_retry_after(response), f'HTTP {response.status_code}')
-        if 400 <= response.status_code < 500:
-            raise ProviderRejected(response.status_code, redact(response.text, self._secrets))
-        if not response.is_success:
-            raise ProviderUnavailable(f'HTTP {response.status_code}', maybe_placed=True)
-        try:
-            return response.json()
-        except ValueError:
-            raise ProviderUnavailable('a body that is not JSON', maybe_placed=True) from None
+        return await provider_request(
+            self._client,
+            method,
+            path,
+            self._secrets,
+            rate_limited=lambda response: bool(_error_codes(response) & RATE_LIMIT_CODES),
+            retry_after=_retry_after,
+            **kwargs,
+        )
 
     async def place(self, *, to: str, caller_id: str, join_url: str, callback_url: str | None) -> LegStatus:
         body = dial_body(self.trunk, to=to, caller_id=caller_id, join_url=join_url, callback_url=callback_url)

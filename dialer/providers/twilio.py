@@ -35,8 +35,7 @@ import httpx
 
 from dialer.http import async_client
 from dialer.models import Outcome
-from dialer.providers import LegStatus, ProviderRateLimited, ProviderRejected, ProviderUnavailable
-from dialer.ultravox import parse_retry_after, redact
+from dialer.providers import LegStatus, provider_request
 
 
 if TYPE_CHECKING:
@@ -46,7 +45,6 @@ if TYPE_CHECKING:
     from dialer.settings import Settings
 
 FINAL = frozenset({'completed', 'busy', 'failed', 'no-answer', 'canceled'})
-_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
 
 def classify(status: str, sip_code: str | None = None) -> Outcome | None:
@@ -133,20 +131,7 @@ class TwilioClient:
         await self._client.aclose()
 
     async def _request(self, method: str, path: str, **kwargs: Any) -> Any:
-        try:
-            response = await self._client.request(method, self._path + path, **kwargs)
-        except httpx.RequestError as exc:
-            raise ProviderUnavailable(type(exc).__name__, maybe_placed=not isinstance(exc, _NOT_SENT)) from None
-        if response.status_code == httpx.codes.TOO_MANY_REQUESTS:
-            raise ProviderRateLimited(parse_retry_after(response.headers.get('Retry-After')), 'HTTP 429')
-        if 400 <= response.status_code < 500:
-            raise ProviderRejected(response.status_code, redact(response.text, self._secrets))
-        if not response.is_success:
-            raise ProviderUnavailable(f'HTTP {response.status_code}', maybe_placed=True)
-        try:
-            return response.json()
-        except ValueError:
-            raise ProviderUnavailable('a body that is not JSON', maybe_placed=True) from None
+        return await provider_request(self._client, method, self._path + path, self._secrets, **kwargs)
 
     async def place(self, *, to: str, caller_id: str, join_url: str, callback_url: str | None) -> LegStatus:
         form: list[tuple[str, str]] = [('To', to), ('From', caller_id), ('Twiml', twiml(join_url))]
