@@ -32,7 +32,9 @@ CLAIMED: Final = 'dialer:claimed'
 CLOCK_OFFSET: Final = 'dialer:clock:offset_ms'
 #: HASH of fleet-wide totals the exporter reads (SIP billed seconds, calls ...), by campaign.
 ACCOUNT_SLOTS: Final = 'dialer:account:slots'
-ACCOUNT_RATE_SECOND: Final = 'dialer:account:rate:s'
+#: ZSET ``<attempt id>@<ms>`` -> reserved send time of every Ultravox create, spaced one account interval
+#: apart (rate.lua). Renamed when it stopped being a STRING, so an older worker never meets the ZSET.
+ACCOUNT_RATE_SECOND: Final = 'dialer:account:rate:sends'
 ACCOUNT_RATE_MINUTE: Final = 'dialer:account:rate:m'
 #: STRING with a TTL: while it exists, no call is created on the account (429 / breaker back-off).
 ACCOUNT_HOLD: Final = 'dialer:account:hold'

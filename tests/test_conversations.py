@@ -163,6 +163,78 @@ def test_an_opt_out_during_a_call_stops_the_number_in_every_campaign_at_once(
     assert row['summary'], 'shortSummary is exported'
 
 
+def test_an_opt_out_during_a_call_stops_an_attempt_of_the_number_already_claimed_in_another_campaign(
+    tmp_path: Path, redis_url: str, sync_redis: redis_sync.Redis
+) -> None:
+    # Trunk b sends one create per ~31 s: M goes at once, N's attempt is claimed, begun and then held
+    # at its rate reservation (DIALER_MAX_RATE_WAIT lets the job wait there) while campaign a's call
+    # to N opts out. Only send.lua, the last step before the create, can stop it then.
+    simulator = {
+        **FAST_SIMULATOR,
+        'forced_outcomes': {N: ['answered'], M: ['answered']},
+        'forced_dispositions': {N: ['do_not_call']},
+        'disposition_mix': {'interested': 1},
+    }
+    trunks = {'a': (5, 10.0), 'b': (2, 1 / 30)}
+    with (
+        running_simulator(**simulator) as sim,
+        conversation_fleet(tmp_path, redis_url, sim.base_url, trunks) as (fleet, _tool_url),
+    ):
+        file_b = campaign_file(tmp_path / 'b.toml', 'b', 'b', f'agent_id = "{AGENT}"')
+        loaded = fleet.cli('campaign', 'load', str(contacts(tmp_path / 'b.csv', M, N)), '--campaign-file', str(file_b))
+        assert loaded.returncode == 0, loaded.stderr
+        fleet.start_worker(DIALER_MAX_RATE_WAIT='120')  # the job waits at its reservation, not handed back
+        reservation = f'b:{N}:1@rate'
+
+        def held_at_its_rate_slot() -> dict[str, Any]:
+            record = attempt(sync_redis, 'b', N, 1)
+            reserved = sync_redis.zscore(k.trunk_unsent('b'), reservation)
+            return record if record.get('st') == 'creating' and reserved is not None else {}
+
+        claimed = wait_for(held_at_its_rate_slot, 60, "b's attempt for N to wait at its rate reservation")
+        assert 'sent' not in claimed, 'begun, not yet sent'
+        dialled = wait_for(lambda: [r['to'] for r in sim.records()], 30, "M's create to reach the simulator")
+        assert [to.split('@')[0] for to in dialled] == [f'sip:{M}'], 'N waits behind M on the slow trunk'
+
+        # only now does campaign a exist: its call, and so its tool call, comes after b's claim
+        file_a = campaign_file(tmp_path / 'a.toml', 'a', 'a', f'agent_id = "{AGENT}"')
+        loaded = fleet.cli('campaign', 'load', str(contacts(tmp_path / 'a.csv', N)), '--campaign-file', str(file_a))
+        assert loaded.returncode == 0, loaded.stderr
+
+        def opt_out_returned() -> dict[str, Any] | None:
+            calls = [c for r in sim.records() if r['metadata']['campaign'] == 'a' for c in r['tool_calls']]
+            return calls[0] if calls else None
+
+        tool_call = wait_for(opt_out_returned, 60, "a's tool call to return", poll=0.02)
+        # read after the tool call returned: still the same begun, unsent attempt, so it was claimed then
+        assert attempt(sync_redis, 'b', N, 1) == claimed, 'b still held N claimed and unsent when the tool returned'
+        assert json.loads(sync_redis.hget(k.campaign_progress('b'), N))['s'] == 'dialing'
+        assert fleet.campaign('b')['n:dialing'] == '1'
+        send_at = sync_redis.zscore(k.trunk_unsent('b'), reservation)
+        assert send_at is not None
+        assert send_at > tool_call['returned'] * 1000, 'its create was due after the opt-out'
+
+        final_b = fleet.wait_until_finished('b', timeout=120)
+        final_a = fleet.wait_until_finished('a', timeout=120)
+        records = sim.records()
+    assert (tool_call['arguments']['disposition'], tool_call['status']) == ('do_not_call', 200)
+    late = [r for r in records if r['to'].startswith(f'sip:{N}@') and r['created'] > tool_call['returned']]
+    assert late == [], 'no create for the number reached Ultravox after the tool call returned'
+    assert [r for r in records if r['metadata']['campaign'] == 'b' and r['to'].startswith(f'sip:{N}@')] == []
+    stopped = attempt(sync_redis, 'b', N, 1)
+    assert (stopped['o'], stopped['r']) == ('dnc', 'on the do-not-call list at dial time'), (
+        'the claimed attempt was stopped right before its create (send.lua), not before it began'
+    )
+    assert 'sent' not in stopped, 'never marked as possibly sent'
+    assert final_b['o:dnc'] == '1'
+    assert final_b['o:answered'] == '1', 'M'
+    assert final_a['o:answered'] == '1'
+    opt_out = next(r for r in records if r['metadata']['campaign'] == 'a')
+    evidence = json.loads(sync_redis.hget(k.DNC_EVIDENCE, N))
+    assert (evidence['campaign'], evidence['call_id'], evidence['source']) == ('a', opt_out['callId'], 'agent_tool')
+    assert sync_redis.sismember(k.DNC, N)
+
+
 def test_a_call_back_request_is_dialled_at_the_time_asked_for_inside_calling_hours(
     tmp_path: Path, redis_url: str, sync_redis: redis_sync.Redis
 ) -> None:

@@ -567,6 +567,83 @@ def test_every_dashboard_query_is_valid_promql(tmp_path: Path) -> None:
     run_promtool('check', 'rules', 'dashboard.yml', cwd=tmp_path)
 
 
+def panels_of_row(title: str) -> list[dict[str, Any]]:
+    """The panels laid out under the (expanded) row ``title``, up to the next row."""
+    panels, inside = [], False
+    for panel in dashboard()['panels']:
+        if panel['type'] == 'row':
+            inside = panel['title'] == title
+        elif inside:
+            panels.append(panel)
+    return panels
+
+
+#: Two workers' counters over two hours, rising linearly (so ``increase`` over 1 h is exact): seconds
+#: per minute by kind and meter, and provider prices per minute by kind and currency.
+PER_KIND_SERIES = {
+    'dialer_billed_seconds_by_kind_total{kind="sip", meter="sip", instance="w1"}': 60,
+    'dialer_billed_seconds_by_kind_total{kind="sip", meter="sip", instance="w2"}': 30,
+    'dialer_billed_seconds_by_kind_total{kind="sip", meter="agent", instance="w1"}': 60,
+    'dialer_billed_seconds_by_kind_total{kind="twilio", meter="agent", instance="w1"}': 120,
+    'dialer_billed_seconds_by_kind_total{kind="twilio", meter="sip", instance="w1"}': 0,
+    'dialer_billed_seconds_by_kind_total{kind="twilio", meter="provider", instance="w1"}': 120,
+    'dialer_provider_price_total{kind="twilio", currency="USD", instance="w1"}': 0.5,
+    'dialer_provider_price_total{kind="twilio", currency="EUR", instance="w2"}': 0.25,
+    'dialer_provider_price_total{kind="telnyx", currency="USD", instance="w2"}': 0.25,
+}
+#: What each panel of the row shows after those two hours (prices: SIP 0.5, agent 0.25 per minute).
+PER_KIND_EXPECTED = {
+    'Billed minutes by kind and meter (time range)': {
+        '{kind="sip", meter="sip"}': 90,
+        '{kind="sip", meter="agent"}': 60,
+        '{kind="twilio", meter="agent"}': 120,
+        '{kind="twilio", meter="sip"}': 0,
+        '{kind="twilio", meter="provider"}': 120,
+    },
+    'Billed minutes per hour, by kind and meter': {
+        '{kind="sip", meter="sip"}': 90,
+        '{kind="sip", meter="agent"}': 60,
+        '{kind="twilio", meter="agent"}': 120,
+        '{kind="twilio", meter="sip"}': 0,
+        '{kind="twilio", meter="provider"}': 120,
+    },
+    'Estimated Ultravox cost by kind (time range)': {
+        '{kind="sip"}': 90 * 0.5 + 60 * 0.25,
+        '{kind="twilio"}': 0 * 0.5 + 120 * 0.25,
+    },
+    'Provider cost by kind and currency (time range)': {
+        '{kind="twilio", currency="USD"}': 30,
+        '{kind="twilio", currency="EUR"}': 15,
+        '{kind="telnyx", currency="USD"}': 15,
+    },
+}
+
+
+@pytest.mark.prometheus
+def test_the_dashboard_shows_minutes_and_cost_per_trunk_kind(tmp_path: Path) -> None:
+    """promtool evaluates every panel of the per-kind row over known counters and checks the figures."""
+    panels = panels_of_row('Minutes and cost per trunk kind')
+    assert sorted(p['title'] for p in panels) == sorted(PER_KIND_EXPECTED)
+    prices = {**GRAFANA_VARIABLES, '$sip_price_per_minute': '0.5', '$agent_price_per_minute': '0.25'}
+    tests = []
+    for panel in panels:
+        (target,) = panel['targets']
+        expr = target['expr']
+        for variable in sorted(prices, key=len, reverse=True):
+            expr = expr.replace(variable, prices[variable])
+        assert '$' not in expr, f'unknown Grafana variable in {expr}'
+        samples = [{'labels': labels, 'value': value} for labels, value in PER_KIND_EXPECTED[panel['title']].items()]
+        tests.append({'expr': expr, 'eval_time': '2h', 'exp_samples': samples})
+    series = [{'series': name, 'values': f'0+{per_minute}x120'} for name, per_minute in PER_KIND_SERIES.items()]
+    (tmp_path / 'empty.yml').write_text(yaml.safe_dump({'groups': []}))
+    unit = {
+        'rule_files': ['empty.yml'],
+        'tests': [{'interval': '1m', 'input_series': series, 'promql_expr_test': tests}],
+    }
+    (tmp_path / 'per_kind_test.yml').write_text(yaml.safe_dump(unit, sort_keys=False))
+    run_promtool('test', 'rules', 'per_kind_test.yml', cwd=tmp_path)
+
+
 @pytest.mark.prometheus
 def test_check_script_runs_the_three_checks() -> None:
     prometheus_tool('promtool')

@@ -107,13 +107,33 @@ async def test_a_send_that_is_not_an_ultravox_create_takes_a_trunk_slot_and_leav
     scripts = Scripts(redis)
     account = {'trunk_interval_ms': 1.0, 'trunk_burst': 1, 'account_interval_ms': 1000.0, 'account_per_minute': 1}
     assert await scripts.take_rate_token('t0', 'c:0:1', **account) == 0  # the account's only slot this second
-    account_tat = await redis.get(k.ACCOUNT_RATE_SECOND)
+    account_sends = await redis.zrange(k.ACCOUNT_RATE_SECOND, 0, -1, withscores=True)
     leg_only = {**CPS_5, 'account_interval_ms': 0.0}
     waits = [await scripts.take_rate_token('t1', f'c:{i}:1|leg', **leg_only) for i in range(1, 4)]
     assert waits[0] == 0, 'the account being full does not hold a phone leg back'
     sends = [await reserved_at(redis, f'c:{i}:1|leg') for i in range(1, 4)]
     assert min(b - a for a, b in itertools.pairwise(sends)) >= 200, "the trunk's rate still spaces them"
-    assert await redis.get(k.ACCOUNT_RATE_SECOND) == account_tat
+    assert await redis.zrange(k.ACCOUNT_RATE_SECOND, 0, -1, withscores=True) == account_sends
     assert await redis.zcard(k.ACCOUNT_RATE_MINUTE) == 1
     wait = await scripts.take_rate_token('t2', 'c:5:1', **account)
     assert wait > 50_000, 'the next Ultravox create still waits for the per-minute limit'
+
+
+async def test_a_slow_trunks_reservation_ahead_holds_only_its_own_account_slot(redis) -> None:
+    scripts = Scripts(redis)
+    slow = {'trunk_interval_ms': 30_000.0, 'trunk_burst': 1, 'account_interval_ms': 100.0, 'account_per_minute': 0}
+    fast = {**slow, 'trunk_interval_ms': 1.0, 'trunk_burst': 10}
+    assert await scripts.take_rate_token('slow', 's:0:1', **slow) == 0
+    assert await scripts.take_rate_token('slow', 's:1:1', **slow) > 29_000  # reserved ~30 s ahead
+    ahead = await reserved_at(redis, 's:1:1', 'slow')
+    waits = [await scripts.take_rate_token('fast', f'f:{i}:1', **fast) for i in range(3)]
+    assert max(waits) < 1_000, 'another trunk is not held back until the slow trunk sends'
+    sends = sorted(
+        [await reserved_at(redis, 's:0:1', 'slow')] + [await reserved_at(redis, f'f:{i}:1', 'fast') for i in range(3)]
+    )
+    assert min(b - a for a, b in itertools.pairwise(sends)) >= 100, "the account's spacing still holds"
+    # a create reserved next to the slot ahead keeps the account's spacing on both sides of it
+    await redis.set(k.CLOCK_OFFSET, int(ahead - 50 - (await redis.time())[0] * 1000))
+    assert await scripts.take_rate_token('fast', 'f:9:1', **fast) >= 0
+    near = await reserved_at(redis, 'f:9:1', 'fast')
+    assert abs(near - ahead) >= 100

@@ -1,7 +1,7 @@
 -- Reserve one creation slot under the trunk's and the account's rate limits, all or none: the
 -- answer is when the create may be sent. One call of this script per create, however long the wait:
 -- waiting jobs no longer ask again and again, all together, each time a token frees.
--- KEYS: 1 clock, 2 trunk rate (GCRA), 3 account per-second rate (GCRA),
+-- KEYS: 1 clock, 2 trunk rate (GCRA), 3 account per-second log (ZSET of reserved send times),
 --       4 account per-minute log (ZSET), 5 trunk hold, 6 account hold, 7 trunk unsent
 -- ARGV: 1 trunk interval ms, 2 trunk burst, 3 account interval ms, 4 account per minute (0 = none),
 --       5 attempt id, 6 longest wait worth reserving, ms (absent or negative = any)
@@ -16,6 +16,11 @@
 -- short. The claim script drops it once its time has passed. Nothing is ever given back: a
 -- reservation that goes unused leaves an empty slot, which can only make the traffic sparser; giving
 -- slots back would let later creates bunch into the freed time next to those already reserved after it.
+--
+-- The account's per-second limit is a spacing of one account interval between any two Ultravox
+-- creates, kept as a log of reserved send times rather than one theoretical arrival time: a slow
+-- trunk's reservation far ahead then holds only its own slot, where a single arrival time moved to
+-- it would hold every other trunk of the account back until that send (issue 14's e2e test found it).
 local now = now_ms()
 for _, hold in ipairs({KEYS[5], KEYS[6]}) do
   local ttl = redis.call('PTTL', hold)
@@ -27,21 +32,21 @@ local account_interval, per_minute = tonumber(ARGV[3]), tonumber(ARGV[4])
 local max_wait = tonumber(ARGV[6] or '-1')
 local member = ARGV[5] .. '@rate'
 local trunk_tat = tonumber(redis.call('GET', KEYS[2]) or now)
-local account_tat = tonumber(redis.call('GET', KEYS[3]) or now)
 
 local function close_to(a, b) return math.abs(a - b) < 0.01 end
 
 -- Asked again for an attempt that already holds a reservation (a rerun of this script, or a second
 -- create try): a reservation still ahead is answered as it stands. One whose time has passed is
--- moved to now when it is still the newest on both limits (nothing reserved after it can bunch
--- with it); otherwise it stays spent and a new one is made below.
+-- moved to now when it is still the trunk's newest (nothing reserved after it can bunch with it;
+-- the account's log is searched for a free slot around it anyway); otherwise it stays spent and a
+-- new one is made below.
 local held = tonumber(redis.call('ZSCORE', KEYS[7], member))
 if held then
   if held >= now then return math.ceil(held - now) end
   redis.call('ZREM', KEYS[7], member)
-  local account_newest = account_interval == 0 or close_to(account_tat, held + account_interval)
-  if close_to(trunk_tat, held + trunk_interval) and account_newest then
-    trunk_tat, account_tat = held, held
+  if close_to(trunk_tat, held + trunk_interval) then
+    trunk_tat = held
+    redis.call('ZREM', KEYS[3], ARGV[5] .. '@' .. held)
     if per_minute > 0 then redis.call('ZREM', KEYS[4], ARGV[5] .. '@' .. held) end
   end
 end
@@ -49,9 +54,7 @@ end
 -- GCRA: the theoretical arrival time (tat) advances one interval per create; a create may go at
 -- send_at when tat is then no more than (burst - 1) intervals ahead of it.
 if trunk_tat < now then trunk_tat = now end
-if account_tat < now then account_tat = now end
 local send_at = math.max(now, trunk_tat + trunk_interval - trunk_interval * burst)
-if account_interval > 0 then send_at = math.max(send_at, account_tat) end
 if per_minute > 0 then
   redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - 60000)
   local count = redis.call('ZCARD', KEYS[4])
@@ -62,14 +65,26 @@ if per_minute > 0 then
   end
 end
 send_at = math.ceil(send_at)
+if account_interval > 0 then
+  -- the earliest time from send_at at least one account interval away from every reserved send
+  -- (the log is sorted, so one pass moves past each conflicting slot in turn)
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - account_interval)
+  local near = redis.call('ZRANGEBYSCORE', KEYS[3], math.floor(send_at - account_interval), '+inf', 'WITHSCORES')
+  for i = 2, #near, 2 do
+    local reserved = tonumber(near[i])
+    if reserved >= send_at + account_interval then break end
+    if reserved > send_at - account_interval then send_at = math.ceil(reserved + account_interval) end
+  end
+end
 local wait = send_at - now
 if max_wait >= 0 and wait > max_wait then return -math.max(1, wait) end
 
 trunk_tat = math.max(trunk_tat, send_at) + trunk_interval
 redis.call('SET', KEYS[2], trunk_tat, 'PX', math.ceil(trunk_tat - now) + 1000)
 if account_interval > 0 then
-  account_tat = send_at + account_interval
-  redis.call('SET', KEYS[3], account_tat, 'PX', math.ceil(account_tat - now) + 1000)
+  redis.call('ZADD', KEYS[3], send_at, ARGV[5] .. '@' .. send_at)
+  local expires = math.ceil(wait + account_interval) + 1000
+  if redis.call('PTTL', KEYS[3]) < expires then redis.call('PEXPIRE', KEYS[3], expires) end
 end
 if per_minute > 0 then
   redis.call('ZADD', KEYS[4], send_at, ARGV[5] .. '@' .. send_at)
