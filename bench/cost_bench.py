@@ -8,12 +8,17 @@ second with room for every call (so the rate limit binds), every call answered a
 30 s or 2 minutes (simulated). With ``webhooks``, the simulator sends signed ``call.ended`` /
 ``call.billed`` webhooks to ``dialer webhooks``; without, calls end by polling only.
 
+Webhook runs come twice: **warm** (a 20-call campaign runs first, so the receiver has delivered
+before the measured campaign starts, as in a fleet that keeps dialling: its calls are on safety polls
+from the start) and **cold start** (an empty Redis: until the first call ends no webhook has been
+seen, and live calls are polled every ``DIALER_POLL_INTERVAL``). ``--warm-only`` skips the cold one.
+
 Time is scaled to keep the run short: the simulator runs at ``--time-scale`` real seconds per
 simulated second, and the dialer's poll settings (``DIALER_POLL_INITIAL``, ``_POLL_INTERVAL``,
-``_POLL_SAFETY_INTERVAL``, ``_BILLING_WAIT``) are scaled by the same factor, so each call sees as many
-polls as it would in real time. Worker CPU = CPU of every dialer process (the worker, and the
-webhook receiver when used; the simulator and Redis excluded), from the moment the warm, idle worker
-is given the campaign until the last call is finished, divided by the calls completed.
+``_POLL_SAFETY_INTERVAL``, ``_BILLING_WAIT``, ``_WEBHOOKS_LIVE_WINDOW``) are scaled by the same
+factor, so each call sees as many polls as it would in real time. Worker CPU = CPU of every dialer
+process (the worker, and the webhook receiver when used; the simulator and Redis excluded), from the
+moment the idle worker is given the campaign until the last call is finished, / the calls completed.
 
 Baseline, in the same run: a bare arq worker whose job makes the same create POST and one GET of the
 call with aiohttp (the least any dialer must do per call), its jobs spaced at the same rate.
@@ -41,6 +46,8 @@ import redis
 
 
 TALKS = {'30s': 30, '2min': 120}
+#: Calls of the warm-up campaign of a warm run (they end before the measured campaign starts).
+WARM_UP_CALLS = 20
 TARGET_WEBHOOKS, TARGET_POLLING, TARGET_ABSOLUTE_MS = 3.0, 5.0, 4.0
 
 
@@ -54,10 +61,20 @@ class Figures:
     pickups: int
     gets: int
     receiver_cpu: float = 0.0
+    round_trips: int = 0
+    requests: dict[str, int] | None = None
 
     @property
     def ms_per_call(self) -> float:
         return self.cpu / self.calls * 1000 if self.calls else float('nan')
+
+
+def scenario_label(*, webhooks: bool, warm: bool) -> str:
+    if not webhooks:
+        return 'polling only'
+    if warm:
+        return 'webhooks, warm (webhooks delivered before the campaign, as in a fleet that keeps dialling)'
+    return 'webhooks, cold start (empty Redis: no webhook seen until the first call ends)'
 
 
 def cpu_of(pids: list[int]) -> float:
@@ -94,6 +111,7 @@ def scaled_env(scale: float) -> dict[str, str]:
     """The dialer's own timings of a real deployment, run at the simulator's time scale."""
     real = {'DIALER_POLL_INITIAL': 5.0, 'DIALER_POLL_INTERVAL': 5.0, 'DIALER_POLL_SAFETY_INTERVAL': 60.0}
     real['DIALER_BILLING_WAIT'] = 120.0
+    real['DIALER_WEBHOOKS_LIVE_WINDOW'] = 900.0
     return {name: f'{value * scale:g}' for name, value in real.items()}
 
 
@@ -113,17 +131,31 @@ def read_counts(path: Path) -> dict[str, Any]:
     try:
         return json.loads(path.read_text())
     except (FileNotFoundError, ValueError):
-        return {'scripts': {}, 'pickups': 0}
+        return {'scripts': {}, 'pickups': 0, 'round_trips': 0}
 
 
-def ours(url: str, work: Path, args: argparse.Namespace, talk: int, *, webhooks: bool) -> Figures:
+def warm_up(fleet: Any, work: Path, client: redis.Redis, name: str) -> None:
+    """A short campaign before the measured one, so the receiver has delivered (like a fleet that keeps
+    dialling): its calls are tracked on safety polls from the start instead of after the first end."""
+    from dialer import constants as k  # noqa: PLC0415
+
+    benchlib.load_campaign(fleet, work, f'{name}-warm-up', WARM_UP_CALLS, first=100_000)
+    fleet.wait_until_finished(f'{name}-warm-up', timeout=120, poll=0.1)
+    deadline = time.monotonic() + 30
+    while not client.exists(k.WEBHOOKS_LIVE):
+        if time.monotonic() > deadline:
+            raise SystemExit('no webhook arrived during the warm-up')
+        time.sleep(0.1)
+
+
+def ours(url: str, work: Path, args: argparse.Namespace, talk: int, *, webhooks: bool, warm: bool = False) -> Figures:
     from simulator.testing import running_simulator  # noqa: PLC0415
     from workers.fleet import LocalFleet  # noqa: PLC0415
 
     client = redis.Redis.from_url(url, decode_responses=True)
     client.flushdb()
     hook_port = benchlib.free_port() if webhooks else None
-    name = f'cost-{talk}-{"wh" if webhooks else "poll"}'
+    name = f'cost-{talk}-{"wh" if webhooks else "poll"}{"-warm" if warm else ""}'
     with running_simulator(**simulator_config(talk, args.time_scale, hook_port)) as sim:
         env = {
             **benchlib.UNLIMITED_ENV,
@@ -145,7 +177,11 @@ def ours(url: str, work: Path, args: argparse.Namespace, talk: int, *, webhooks:
         )
         pids.append(worker.pid)
         try:
+            if warm:
+                warm_up(fleet, work, client, name)
             wait_idle(pids)
+            # the warm-up's calls and requests are not the measured campaign's
+            calls_before, requests_before = len(sim.records()), dict(sim.stats()['requests'])
             before_cpu, before = cpu_of(pids), read_counts(counts)
             receiver_before = cpu_of(pids[:-1])
             started = time.monotonic()
@@ -161,19 +197,21 @@ def ours(url: str, work: Path, args: argparse.Namespace, talk: int, *, webhooks:
             fleet.stop_all()
             if receiver is not None:
                 fleet.stop(receiver)
-        stats = sim.stats()
-        records = sim.records()
+        requests = {name: n - requests_before.get(name, 0) for name, n in sim.stats()['requests'].items()}
+        calls = len(sim.records()) - calls_before
     client.close()
     scripts = {n: after['scripts'].get(n, 0) - before['scripts'].get(n, 0) for n in after['scripts']}
     return Figures(
-        name=f'ours, {talk}-s calls, {"webhooks" if webhooks else "polling only"}',
-        calls=len(records),  # the campaign is completed: every call created has ended and been recorded
+        name=f'ours, {talk}-s calls, {scenario_label(webhooks=webhooks, warm=warm)}',
+        calls=calls,  # the campaign is completed: every call created has ended and been recorded
         cpu=cpu,
         seconds=seconds,
         scripts=scripts,
         pickups=after['pickups'] - before['pickups'],
-        gets=int(stats['requests'].get('get_call', 0)),
+        gets=int(requests.get('get_call', 0)),
         receiver_cpu=receiver_cpu,
+        round_trips=after['round_trips'] - before['round_trips'],
+        requests={name: int(n) for name, n in requests.items() if n},
     )
 
 
@@ -287,8 +325,12 @@ def report(figures: Figures, base: Figures | None, created: int) -> None:
         print('  script runs per call: ' + ', '.join(f'{name} {value:.2f}' for name, value in per.items()))
         print(
             f'  arq pickups per call: {figures.pickups / max(created, 1):.2f}; '
-            f'Ultravox GETs per call: {figures.gets / max(figures.calls, 1):.2f}'
+            f'Ultravox GETs per call: {figures.gets / max(figures.calls, 1):.2f}; '
+            f'worker Redis round trips per call: {figures.round_trips / max(figures.calls, 1):.1f}'
         )
+    if figures.requests:
+        per = ', '.join(f'{name} {n / max(figures.calls, 1):.2f}' for name, n in sorted(figures.requests.items()))
+        print(f'  simulator requests per call: {per}')
 
 
 def main() -> None:
@@ -298,6 +340,7 @@ def main() -> None:
     parser.add_argument('--time-scale', type=float, default=0.05, help='real seconds per simulated second')
     parser.add_argument('--talks', default='30s,2min', help=f'comma-separated, of {sorted(TALKS)}')
     parser.add_argument('--no-polling-runs', action='store_true', help='only the runs with webhooks')
+    parser.add_argument('--warm-only', action='store_true', help='webhook runs: only the warm one, not the cold start')
     parser.add_argument('--unfiltered-pickups', action='store_true', help="arq's own pickup (before issue 16)")
     parser.add_argument('--redis-url', default=None, help='default: a private redis-server on a free port')
     parser.add_argument('--baseline-worker', action='store_true', help=argparse.SUPPRESS)
@@ -313,8 +356,11 @@ def main() -> None:
         report(base, None, base.calls)
         for label in args.talks.split(','):
             talk = TALKS[label]
-            for webhooks in (True, False) if not args.no_polling_runs else (True,):
-                figures = ours(url, work, args, talk, webhooks=webhooks)
+            runs = [(True, True), (True, False)] + ([] if args.no_polling_runs else [(False, False)])
+            if args.warm_only:
+                runs = [run for run in runs if run[1] or not run[0]]
+            for webhooks, warm in runs:
+                figures = ours(url, work, args, talk, webhooks=webhooks, warm=warm)
                 report(figures, base, figures.scripts.get('created', figures.calls))
                 target = TARGET_WEBHOOKS if webhooks else TARGET_POLLING
                 ratio = figures.ms_per_call / base.ms_per_call

@@ -57,10 +57,22 @@ def _count_scripts_and_pickups() -> None:
         await start_jobs(self, job_ids)
 
     Worker.start_jobs = counted_start_jobs  # type: ignore[method-assign]
-    if os.environ.get('COUNTING_ARQ_UNFILTERED') == '1':
-        from workers.arq_worker import DialerWorker  # noqa: PLC0415
+    from workers.arq_worker import DialerWorker  # noqa: PLC0415
 
+    if os.environ.get('COUNTING_ARQ_UNFILTERED') == '1':
+        # arq's own poll and pickup (before issue 16)
+        DialerWorker._poll_iteration = Worker._poll_iteration  # type: ignore[method-assign]  # noqa: SLF001
         DialerWorker.start_jobs = counted_start_jobs  # type: ignore[method-assign]
+        return
+    # the dialer's own poll takes due jobs in one script: count the jobs it took
+    dialer_poll = DialerWorker._poll_iteration  # noqa: SLF001
+
+    async def counted_dialer_poll(self: DialerWorker) -> None:
+        taken = self.picked_up
+        await dialer_poll(self)
+        _pickups[0] += self.picked_up - taken
+
+    DialerWorker._poll_iteration = counted_dialer_poll  # type: ignore[method-assign]  # noqa: SLF001
 
 
 def _reporter(path: Path) -> None:

@@ -195,7 +195,7 @@ def main() -> int:
     parser.add_argument('--poll-initial', type=float, default=10.0, help='first poll of a call (s)')
     parser.add_argument('--poll-interval', type=float, default=2.0, help='later polls (s)')
     parser.add_argument('--pacer-interval', type=float, default=0.05, help='DIALER_PACER_INTERVAL')
-    parser.add_argument('--poll-delay', type=float, default=0.02, help='DIALER_WORKER_POLL_DELAY')
+    parser.add_argument('--poll-delay', type=float, default=0.2, help='DIALER_WORKER_POLL_DELAY (the default)')
     parser.add_argument('--rate-margin', type=float, default=0.03, help='DIALER_RATE_SAFETY_MARGIN')
     parser.add_argument('--talk-min', type=float, default=SIMULATOR['talk_min'], help='simulated s')
     parser.add_argument('--talk-max', type=float, default=SIMULATOR['talk_max'], help='simulated s')

@@ -137,6 +137,14 @@ def trunk_hold(trunk: str) -> str:
     return f'dialer:trunk:{trunk}:hold'
 
 
+def trunk_held_legs(trunk: str) -> str:
+    """ZSET leg member -> when it may be placed again (ms): direct-mode phone legs the provider refused
+    with 429, waiting for the trunk's hold to end. New dials on the trunk wait while any is there, so a
+    held leg, whose Ultravox call is already waiting, goes first. Members leave when placed again or
+    ended (``leg.lua``, ``workers/phone_leg.py``), or ``LEG_GRACE_MS`` after their time (a lost worker)."""
+    return f'dialer:trunk:{trunk}:held_legs'
+
+
 def trunk_failures(trunk: str) -> str:
     """STRING counter of consecutive failures on the trunk (circuit breaker), with a TTL."""
     return f'dialer:trunk:{trunk}:failures'

@@ -215,6 +215,7 @@ class Scripts:
             k.trunk_hold(trunk),
             k.ACCOUNT_HOLD,
             k.trunk_unsent(trunk),
+            k.trunk_held_legs(trunk),
         ]
         args = [trunk_interval_ms, trunk_burst, account_interval_ms, account_per_minute, attempt_id, max_wait_ms]
         return int(await self._run('rate', keys, args))

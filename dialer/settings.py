@@ -80,6 +80,11 @@ class Settings(BaseSettings):
     #: While the webhook receiver has delivered recently, live calls are polled only this often, as a
     #: safety net for a lost webhook (and at once when a call outlives its longest possible end).
     poll_safety_interval: float = Field(default=60.0, gt=0)
+    #: How long after its last delivery the webhook receiver counts as delivering. A fleet that was quiet
+    #: for less than this starts a new campaign on safety polls at once; after a longer silence, new calls
+    #: are polled every ``poll_interval`` until the next webhook. Safe at any length: a lost webhook (or a
+    #: receiver that went away) costs at most a safety interval per call.
+    webhooks_live_window: float = Field(default=900.0, gt=0)
     #: A claimed poll comes back to the fleet after this long if its worker vanished.
     poll_visibility: float = Field(default=30.0, gt=0)
     #: How long to keep polling an ended call for Ultravox's final billing before computing it.
@@ -95,7 +100,9 @@ class Settings(BaseSettings):
     health_stall_seconds: float = Field(default=60.0, gt=0)
 
     worker_max_jobs: int = Field(default=200, ge=1)
-    worker_poll_delay: float = Field(default=0.02, gt=0)
+    #: How often an idle worker looks for jobs other workers enqueued, or deferred ones (its own pacer's
+    #: jobs start at once).
+    worker_poll_delay: float = Field(default=0.2, gt=0)
     #: Seconds a stopping worker (SIGTERM) lets running dial jobs finish before handing them back.
     worker_shutdown_grace: float = Field(default=20.0, ge=0)
     pacer_interval: float = Field(default=0.05, gt=0)

@@ -14,7 +14,7 @@ from arq.worker import Worker, func
 from workers.arq_worker import DialerWorker, install_uvloop
 
 
-async def test_running_jobs_are_not_picked_up_again_and_finished_ones_are(redis_url: str, redis, monkeypatch) -> None:
+async def test_running_jobs_are_not_picked_up_again_and_finished_ones_are(redis_url: str, redis) -> None:
     release = asyncio.Event()
     done: list[int] = []
 
@@ -22,14 +22,6 @@ async def test_running_jobs_are_not_picked_up_again_and_finished_ones_are(redis_
         await release.wait()
         done.append(n)
 
-    offered: list[list[str]] = []
-    original = Worker.start_jobs
-
-    async def recording(self: Worker, job_ids: list[bytes]) -> None:
-        offered.append([job_id.decode() for job_id in job_ids])
-        await original(self, job_ids)
-
-    monkeypatch.setattr(Worker, 'start_jobs', recording)
     pool = await create_pool(RedisSettings.from_dsn(redis_url))
     worker = DialerWorker(
         functions=[func(blocker, name='blocker')], redis_pool=pool, handle_signals=False, keep_result=0, poll_delay=0.01
@@ -37,12 +29,13 @@ async def test_running_jobs_are_not_picked_up_again_and_finished_ones_are(redis_
     try:
         await pool.enqueue_job('blocker', 1, _job_id='first')
         await worker._poll_iteration()  # one poll, as arq's loop does
-        assert offered == [['first']]
+        assert (worker.picked_up, sorted(worker.tasks)) == (1, ['first'])
+        assert await redis.exists('arq:in-progress:first') == 1, "arq's in-progress key, as arq writes it"
         await pool.enqueue_job('blocker', 2, _job_id='second')
         for _ in range(3):
             await worker._poll_iteration()
-        # 'first' is running here: never offered to arq's pickup again; 'second' was picked up once
-        assert offered == [['first'], ['second']]
+        # 'first' is running here: never offered to the pickup again; 'second' was picked up once
+        assert (worker.picked_up, sorted(worker.tasks)) == (2, ['first', 'second'])
         release.set()
         while len(done) < 2:
             await asyncio.sleep(0.01)
@@ -53,6 +46,30 @@ async def test_running_jobs_are_not_picked_up_again_and_finished_ones_are(redis_
                 await task
         await worker.close()
     assert sorted(done) == [1, 2]
+
+
+async def test_a_job_another_worker_runs_or_a_deferred_one_is_not_taken(redis_url: str, redis) -> None:
+    started: list[str] = []
+
+    async def job(ctx: dict[str, Any], name: str) -> None:
+        started.append(name)
+
+    pool = await create_pool(RedisSettings.from_dsn(redis_url))
+    worker = DialerWorker(functions=[func(job, name='job')], redis_pool=pool, handle_signals=False, poll_delay=0.01)
+    try:
+        await pool.enqueue_job('job', 'elsewhere', _job_id='elsewhere')
+        await pool.enqueue_job('job', 'deferred', _job_id='deferred')
+        await pool.enqueue_job('job', 'free', _job_id='free')
+        await redis.set('arq:in-progress:elsewhere', '1', px=60_000)  # another worker took it
+        await redis.zadd('arq:queue', {'deferred': 10**13})  # deferred again (a Retry, another worker)
+        await worker._poll_iteration()
+        while not started:
+            await asyncio.sleep(0.01)
+        await asyncio.gather(*worker.tasks.values())
+    finally:
+        await worker.close()
+    assert started == ['free']
+    assert await redis.exists('arq:in-progress:deferred') == 0
 
 
 def test_uvloop_becomes_the_event_loop_where_installed() -> None:
@@ -67,3 +84,43 @@ def test_uvloop_becomes_the_event_loop_where_installed() -> None:
             loop.close()
     finally:
         asyncio.set_event_loop_policy(policy)
+
+
+async def test_an_idle_worker_starts_a_job_at_once_when_woken_and_otherwise_only_on_its_slow_poll(
+    redis_url: str, redis
+) -> None:
+    started: list[str] = []
+
+    async def job(ctx: dict[str, Any], name: str) -> None:
+        started.append(name)
+
+    pool = await create_pool(RedisSettings.from_dsn(redis_url))
+    # an idle poll so slow that only a wake can start the woken job within the test
+    worker = DialerWorker(functions=[func(job, name='job')], redis_pool=pool, handle_signals=False, poll_delay=3600)
+    looking = Worker._poll_iteration
+    polls = 0
+
+    async def counted(self: Worker) -> None:
+        nonlocal polls
+        polls += 1
+        await looking(self)
+
+    worker._poll_iteration = counted.__get__(worker)  # type: ignore[method-assign]
+    main = asyncio.create_task(worker.main())
+    try:
+        while polls < 1:  # the first poll ran and found nothing: the loop now waits
+            await asyncio.sleep(0.01)
+        await pool.enqueue_job('job', 'unannounced')
+        await pool.enqueue_job('job', 'woken')
+        await asyncio.sleep(0.3)  # not a margin the test relies on: nothing wakes the loop meanwhile
+        assert started == [], 'a queued job waits for the next poll when nobody says it is there'
+        assert polls == 1
+        worker.ctx['wake_jobs']()  # what the pacer does after enqueueing
+        while worker.jobs_complete < 2:  # both ran and arq has finished with them
+            await asyncio.sleep(0.01)
+        assert sorted(started) == ['unannounced', 'woken']
+    finally:
+        main.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await main
+        await worker.close()

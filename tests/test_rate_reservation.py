@@ -137,3 +137,25 @@ async def test_a_slow_trunks_reservation_ahead_holds_only_its_own_account_slot(r
     assert await scripts.take_rate_token('fast', 'f:9:1', **fast) >= 0
     near = await reserved_at(redis, 'f:9:1', 'fast')
     assert abs(near - ahead) >= 100
+
+
+async def test_a_held_phone_leg_goes_before_new_dials_and_a_lost_one_stops_holding_them_back(redis) -> None:
+    scripts = Scripts(redis)
+    leg, leg_only = 'c:1:1|call|leg', {**CPS_5, 'account_interval_ms': 0.0}
+    now = int(await scripts.now_ms())
+    await redis.zadd(k.trunk_held_legs('t1'), {leg: now})  # as leg.lua records a 429'd leg
+    await redis.pexpire(k.trunk_held_legs('t1'), 10_000)
+    refused = await scripts.take_rate_token('t1', 'c:2:1', **CPS_5)
+    assert refused < 0, 'a new dial reserves nothing while a held leg waits'
+    assert await reserved_at(redis, 'c:2:1') is None
+    assert await scripts.take_rate_token('t2', 'c:3:1', **CPS_5) == 0, 'other trunks dial on'
+    assert await scripts.take_rate_token('t1', leg, **leg_only) == 0, 'the held leg takes the first slot'
+    # a hold on the trunk moves the waiting leg's time on, so it stays first in line after the hold
+    await redis.set(k.trunk_hold('t1'), '429', px=2_000)
+    assert await scripts.take_rate_token('t1', leg, **leg_only) < 0
+    assert await redis.zscore(k.trunk_held_legs('t1'), leg) > now + 1_500
+    await redis.delete(k.trunk_hold('t1'))
+    # a leg whose worker was lost keeps new dials back only until a grace after its time
+    await redis.set(k.CLOCK_OFFSET, 2_000 + 5_000 + 100)
+    assert await scripts.take_rate_token('t1', 'c:2:1', **CPS_5) >= 0
+    assert not await redis.exists(k.trunk_held_legs('t1'))

@@ -229,3 +229,11 @@ async def test_a_webhook_for_a_call_back_is_accepted_and_left_to_its_trackers(cl
     call = {**ended_call('unused', billed=False), 'metadata': {'direction': 'inbound', 'callback_id': 'cb-1'}}
     response = await post(client, *signed('call.ended', call))
     assert (response.status_code, response.json()) == (202, {'result': 'inbound_call'})
+
+
+async def test_a_delivery_keeps_trackers_on_safety_polls_for_the_live_window(client, redis) -> None:
+    attempt_id = await live_call(redis)
+    assert await redis.exists(k.WEBHOOKS_LIVE) == 0
+    assert (await post(client, *signed('call.ended', ended_call(attempt_id, billed=False)))).status_code == 202
+    # DIALER_WEBHOOKS_LIVE_WINDOW (900 s by default), not twice the 60-s safety interval as before
+    assert 800_000 < await redis.pttl(k.WEBHOOKS_LIVE) <= 900_000

@@ -1,33 +1,127 @@
-"""arq's Worker as the dialer runs it: no re-checks of its own running jobs, uvloop where it exists."""
+"""arq's Worker as the dialer runs it: due jobs taken in one round trip, the jobs its own pacer enqueued
+started at once instead of on a fixed poll, uvloop where it exists."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from importlib.resources import files
+from typing import TYPE_CHECKING, Any
 
+from arq.connections import create_pool, log_redis_info
+from arq.constants import in_progress_key_prefix
+from arq.utils import timestamp_ms
 from arq.worker import Worker
+from arq.worker import logger as arq_logger
+
+
+if TYPE_CHECKING:
+    from redis.commands.core import AsyncScript
+
+
+_PICKUP_LUA = (files('dialer') / 'lua' / 'arq_pickup.lua').read_text()
+#: How often a worker that is running ``max_jobs`` jobs looks again: a finished job's place is taken soon.
+BUSY_POLL_DELAY = 0.02
 
 
 class DialerWorker(Worker):
-    """arq's Worker, minus the pickup of jobs this process is already running.
+    """arq's Worker with a cheaper poll: one round trip takes every due job, and its pacer wakes it.
 
     arq reads the first ids of the queue on every poll (every 20 ms by default) and tries to pick up
-    each one with a WATCH/EXISTS/ZSCORE/MULTI round trip, including the ids of jobs it runs itself:
-    a dial job stays in the queue while it runs (waiting for its rate slot, its create, a lookup).
-    Under a trunk rate limit that was ~12 pickups per call (issue 16). Those ids are dropped here;
-    a job whose task has finished (say it asked to be retried later) is picked up as before.
+    each one with WATCH/EXISTS/ZSCORE/MULTI round trips, including the ids of jobs it runs itself: a
+    dial job stays in the queue while it runs (waiting for its rate slot, its create, a lookup).
+    Under a trunk rate limit that was ~12 pickups per call (issue 16). Here one script reads the due
+    ids and takes those no worker runs (see :meth:`_poll_iteration`).
+
+    arq's fixed-step poll costs a Redis round trip (and an event-loop turn) every 20 ms even when
+    nothing is queued: half of an idle worker's CPU. Here the loop waits for :meth:`wake` (the
+    pacer calls it right after enqueueing, so its jobs start at once) or ``poll_delay``, which now
+    only bounds how soon jobs enqueued by other workers, or deferred ones, are seen.
     """
 
-    async def start_jobs(self, job_ids: list[bytes]) -> None:
-        running = self.tasks
-        if running:
-            fresh = []
-            for job_id in job_ids:
-                task = running.get(job_id.decode())
-                if task is None or task.done():
-                    fresh.append(job_id)
-            job_ids = fresh
-        if job_ids:
-            await super().start_jobs(job_ids)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._wake = asyncio.Event()
+        self.ctx['wake_jobs'] = self.wake
+        self._pickup: AsyncScript | None = None
+        #: Jobs taken by the pickup script (bench/counting.py reports it per call).
+        self.picked_up = 0
+
+    def wake(self) -> None:
+        """New jobs are queued: look for them now."""
+        self._wake.set()
+
+    async def _poll_iteration(self) -> None:
+        """One look at the queue: due jobs read and taken in one round trip (``dialer/lua/arq_pickup.lua``).
+
+        arq reads the due ids, then takes each with WATCH, EXISTS, ZSCORE and MULTI/PSETEX: four round
+        trips per job, plus one for every id of a job already running (a dial job stays in the queue
+        while it runs: ~12 tries per call under a rate limit, issue 16). The script makes the same
+        checks and writes the same in-progress key; arq's own job run and completion are unchanged.
+        """
+        room = self.max_jobs - self.job_counter
+        if self.burst and self.max_burst_jobs >= 0:
+            room = min(room, self.max_burst_jobs - self._jobs_started())
+        if self.allow_pick_jobs and room > 0:
+            if self._pickup is None:
+                self._pickup = self.pool.register_script(_PICKUP_LUA)
+            args = [timestamp_ms(), int(self.in_progress_timeout_s * 1000), in_progress_key_prefix]
+            taken = await self._pickup(keys=[self.queue_name], args=[*args, self.queue_read_limit, room])
+            await self._start_taken(taken)
+        if self.allow_abort_jobs:
+            await self._cancel_aborted_jobs()
+        for job_id, task in list(self.tasks.items()):
+            if task.done():
+                del self.tasks[job_id]
+                task.result()  # as arq does: an error in run_job is not swallowed
+        await self.heart_beat()
+
+    async def _start_taken(self, taken: list[Any]) -> None:
+        for job_id_b, score in zip(taken[::2], taken[1::2], strict=True):
+            job_id = job_id_b.decode() if isinstance(job_id_b, bytes) else str(job_id_b)
+            # never waits: the room was counted before the script, and only this loop starts jobs
+            await self.sem.acquire()
+            self.job_counter += 1
+            self.picked_up += 1
+            task = self.loop.create_task(self.run_job(job_id, int(float(score))))
+            task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
+            self.tasks[job_id] = task
+
+    async def main(self) -> None:
+        """arq 0.28's ``Worker.main`` with its fixed-step ``poll`` replaced by :meth:`_next_poll`."""
+        if self._pool is None:
+            self._pool = await create_pool(
+                self.redis_settings,
+                job_deserializer=self.job_deserializer,
+                job_serializer=self.job_serializer,
+                default_queue_name=self.queue_name,
+                expires_extra_ms=self.expires_extra_ms,
+            )
+        arq_logger.info('Starting worker for %d functions: %s', len(self.functions), ', '.join(self.functions))
+        await log_redis_info(self.pool, arq_logger.info)
+        self.ctx['redis'] = self.pool
+        if self.on_startup:
+            await self.on_startup(self.ctx)
+        while True:
+            # cleared before the read: a wake during it makes the next poll immediate, never lost
+            self._wake.clear()
+            await self._poll_iteration()
+            if self.burst:
+                if 0 <= self.max_burst_jobs <= self._jobs_started():
+                    await asyncio.gather(*self.tasks.values())
+                    return
+                if await self.pool.zcard(self.queue_name) == 0:
+                    await asyncio.gather(*self.tasks.values())
+                    return
+            await self._next_poll()
+
+    async def _next_poll(self) -> None:
+        # while every job slot is taken, queued jobs wait for a finished one: look again soon
+        delay = BUSY_POLL_DELAY if self.job_counter >= self.max_jobs else self.poll_delay_s
+        if self.burst:
+            delay = min(delay, BUSY_POLL_DELAY)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), delay)
 
 
 def install_uvloop() -> bool:

@@ -26,6 +26,8 @@ from workers.faults import campaign_faults, check_trunks, probe_faults
 
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from arq.connections import ArqRedis
 
     from workers.runtime import Runtime
@@ -41,10 +43,14 @@ CLAIM_BATCH = 50
 
 
 class Pacer:
-    def __init__(self, rt: Runtime, arq: ArqRedis, worker_id: str = '') -> None:
+    def __init__(
+        self, rt: Runtime, arq: ArqRedis, worker_id: str = '', on_enqueued: Callable[[], None] | None = None
+    ) -> None:
         self.rt = rt
         self.arq = arq
         self.worker_id = worker_id
+        #: Tells this process's arq worker that jobs are queued (it starts them at once, not on its next poll).
+        self.on_enqueued = on_enqueued
         self._housekept = 0.0
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -116,6 +122,8 @@ class Pacer:
                 pipe.set(job_key_prefix + job_ref, job, px=arq.expires_extra_ms, nx=True)
                 pipe.zadd(arq.default_queue_name, {job_ref: now}, nx=True)
             await pipe.execute()
+        if self.on_enqueued is not None:
+            self.on_enqueued()
 
     async def _housekeeping(self) -> None:
         now = time.monotonic()

@@ -11,8 +11,11 @@ provider (To, From, created since the ledger time) instead of placing another; a
 within ``DIALER_AMBIGUOUS_QUARANTINE``, refused, or failed ends the Ultravox call
 (``DELETE /api/calls/{id}``) and the attempt with the provider's outcome. A provider 429 ("too many
 calls") placed nothing: it holds the trunk (not the fleet) and leaves the leg ``held``; a tracker
-places it again when the hold ends, before new dials, within the same attempt (nothing spent), or
-ends the attempt if the Ultravox call stopped waiting (its ``joinTimeout``) meanwhile.
+places it again when the hold ends, in a slot reserved under the trunk's own rate like any create
+(so re-placed legs and new dials together never exceed the trunk's calls per second), ahead of new
+dials (they wait while a held leg does: its Ultravox call is already waiting), within the
+same attempt (nothing spent), or ends the attempt if the Ultravox call stopped waiting (its
+``joinTimeout``) meanwhile.
 
 Outcomes come from polling the provider's call (status callbacks only make the poll happen now):
 an unanswered leg ends the attempt with the provider's outcome at once; an answered one waits for the
@@ -21,8 +24,8 @@ Ultravox call to end and is billed from it (agent minutes only) plus the provide
 
 from __future__ import annotations
 
+import asyncio
 import json
-import math
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
@@ -88,20 +91,26 @@ def client_for(rt: Runtime, trunk: ProviderTrunk) -> PhoneProvider:
 
 
 async def _ledger(
-    rt: Runtime, attempt_id: str, call_id: str, action: str, provider: str, leg_id: str = '', next_ms: int | None = None
+    rt: Runtime,
+    attempt_id: str,
+    call_id: str,
+    action: str,
+    trunk: ProviderTrunk,
+    leg_id: str = '',
+    next_ms: int | None = None,
 ) -> str:
     script = _scripts.get(id(rt.redis))
     if script is None:
         script = _scripts[id(rt.redis)] = register(rt.redis, 'leg')
     name, number, attempt = k.parse_attempt_id(attempt_id)
-    keys = [k.CLOCK_OFFSET, k.campaign_attempts(name), k.TRACKING]
+    keys = [k.CLOCK_OFFSET, k.campaign_attempts(name), k.TRACKING, k.trunk_held_legs(trunk.name)]
     args = [
         f'{number}:{attempt}',
         action,
         call_id,
         tracking_member(attempt_id, call_id),
         leg_member(attempt_id, call_id),
-        provider,
+        trunk.provider,
         leg_id,
         int(rt.settings.poll_initial * 1000) if next_ms is None else next_ms,
     ]
@@ -124,7 +133,7 @@ async def place_phone_leg(
     if not isinstance(trunk, ProviderTrunk) or trunk.mode != 'direct':
         return
     call_id = str(call['callId'])
-    if await _ledger(rt, attempt_id, call_id, 'placing', trunk.provider) != 'placing':
+    if await _ledger(rt, attempt_id, call_id, 'placing', trunk) != 'placing':
         return  # already placed (or being resolved by the trackers), or the attempt moved on
     await _place(rt, attempt_id, config, trunk, call_id, call.get('joinUrl'))
 
@@ -149,12 +158,10 @@ async def _place(
         # The provider account is over its limits and placed nothing: hold this trunk (not the fleet)
         # for Retry-After and place the leg again after it, within this attempt. Handing the attempt
         # back instead would give the next try a second Ultravox call under the same attempt id.
-        # New dials wait one more rate interval: a held leg, whose Ultravox call is waiting, goes first.
         hold_ms = max(int(exc.retry_after * 1000), 1000)
-        gap_ms = _interval_ms(trunk)
-        await rt.scripts.hold(k.trunk_hold(trunk.name), hold_ms + gap_ms, f'{trunk.provider} 429')
+        await rt.scripts.hold(k.trunk_hold(trunk.name), hold_ms, f'{trunk.provider} 429')
         metrics.PROVIDER_LEGS.labels(kind=trunk.provider, result='rate_limited').inc()
-        await _ledger(rt, attempt_id, call_id, 'held', trunk.provider, next_ms=hold_ms)
+        await _ledger(rt, attempt_id, call_id, 'held', trunk, next_ms=hold_ms)
         log.info('phone_leg_held', attempt_id=masked_attempt(attempt_id), hold_ms=hold_ms)
         return
     except ProviderRejected as exc:
@@ -168,24 +175,21 @@ async def _place(
         metrics.PROVIDER_LEGS.labels(kind=trunk.provider, result='failed').inc()
         await _end_unplaced(rt, attempt_id, config, trunk, call_id, member, Outcome.FAILED, str(exc), final=False)
         return
-    await _ledger(rt, attempt_id, call_id, 'placed', trunk.provider, leg.leg_id)
+    await _ledger(rt, attempt_id, call_id, 'placed', trunk, leg.leg_id)
     metrics.PROVIDER_LEGS.labels(kind=trunk.provider, result='placed').inc()
     log.info('phone_leg_placed', call_id=call_id, leg_id=leg.leg_id)
-
-
-def _interval_ms(trunk: ProviderTrunk) -> int:
-    return max(1, math.ceil(1000 / trunk.calls_per_second))
 
 
 async def _place_held(
     rt: Runtime, attempt_id: str, config: CampaignConfig, trunk: ProviderTrunk, call_id: str, member: str
 ) -> None:
-    """A leg refused with 429: place it again at the end of the trunk's hold, in the rate interval
-    that the hold keeps free of new dials (a rate token would race the dial jobs waiting for that
-    moment, and a held leg could starve until its Ultravox call stops waiting)."""
-    left_ms = int(await rt.redis.pttl(k.trunk_hold(trunk.name))) - _interval_ms(trunk)
-    if left_ms > 0:  # another 429 extended the hold meanwhile
-        await rt.scripts.reschedule(k.TRACKING, [member], left_ms)
+    """A leg refused with 429: place it again once the trunk's hold is over, in a slot of the trunk's
+    rate reserved for it (the attempt's own slot was spent on the refused request). The reservation
+    is at most ``DIALER_MAX_RATE_WAIT`` ahead, so it is waited for here rather than asked again later
+    (asked again after its time, it could lose its place to reservations made meanwhile)."""
+    wait_ms = await rt.take_leg_rate_token(trunk, leg_member(attempt_id, call_id))
+    if wait_ms < 0:  # the hold is on (or was extended by another 429), or the trunk is booked up
+        await rt.scripts.reschedule(k.TRACKING, [member], -wait_ms)
         return
     try:
         call = await rt.ultravox.get_call(call_id)
@@ -199,7 +203,9 @@ async def _place_held(
         reason = 'the Ultravox call ended while the provider held the trunk'
         await _end_unplaced(rt, attempt_id, config, trunk, call_id, member, Outcome.FAILED, reason, final=False)
         return
-    if await _ledger(rt, attempt_id, call_id, 'placing', trunk.provider) == 'placing':
+    if wait_ms > 0:
+        await asyncio.sleep(wait_ms / 1000)
+    if await _ledger(rt, attempt_id, call_id, 'placing', trunk) == 'placing':
         await _place(rt, attempt_id, config, trunk, call_id, call['joinUrl'])
 
 
@@ -217,6 +223,7 @@ async def _end_unplaced(
     leg: LegStatus | None = None,
 ) -> bool:
     """The phone leg never came (or ended unanswered): end the Ultravox call and record the outcome."""
+    await rt.redis.zrem(k.trunk_held_legs(trunk.name), leg_member(attempt_id, call_id))
     try:
         await rt.ultravox.delete_call(call_id)
     except UltravoxError as exc:
@@ -367,7 +374,7 @@ async def _leg_status(
         chosen = min(found, key=lambda item: item.created_ms or 0)
         if len(found) > 1:
             log.error('duplicate_phone_legs', attempt_id=masked_attempt(attempt_id), legs=len(found))
-        await _ledger(rt, attempt_id, call_id, 'placed', trunk.provider, chosen.leg_id)
+        await _ledger(rt, attempt_id, call_id, 'placed', trunk, chosen.leg_id)
         metrics.PROVIDER_LEGS.labels(kind=trunk.provider, result='found').inc()
         return await client.fetch(chosen.leg_id)
     if age_ms >= settings.ambiguous_quarantine * 1000:

@@ -25,6 +25,7 @@ from dialer.ultravox import UltravoxClient
 
 if TYPE_CHECKING:
     from dialer.models import CampaignConfig
+    from dialer.provider_trunks import ProviderTrunk
     from dialer.settings import Settings
     from workers.serving import Health
 
@@ -177,7 +178,7 @@ class Runtime:
             max_wait_ms=math.ceil(self.settings.max_rate_wait * 1000),
         )
 
-    async def take_leg_rate_token(self, trunk: Trunk, leg_ref: str) -> int:
+    async def take_leg_rate_token(self, trunk: ProviderTrunk, leg_ref: str) -> int:
         """Reserve a slot under the trunk's rate alone for a phone leg placed again after the provider's
         429 (the attempt's own reservation was spent on the first try; the account's limits are for
         Ultravox creates and are left alone). Answers as :meth:`take_rate_token` does."""

@@ -4,10 +4,12 @@ The calls to poll live in one fleet-wide ZSET (attempt|call -> next poll time). 
 the due ones (pushing them ``poll_visibility`` ahead), so a tracker that dies gives its calls back
 to the fleet; polling alone is enough to finish every call.
 
-Webhook-first: while webhooks are being delivered (``WEBHOOKS_LIVE`` exists), a ``call.ended``
-makes its call due at once, so live calls are polled only every ``DIALER_POLL_SAFETY_INTERVAL``
-as a safety net for a lost webhook, and at once when a call outlives its longest possible end.
-Without webhooks every live call is polled every ``DIALER_POLL_INTERVAL``.
+Webhook-first: while webhooks are being delivered (``WEBHOOKS_LIVE`` exists: a delivery within
+``DIALER_WEBHOOKS_LIVE_WINDOW``), a ``call.ended`` makes its call due at once, so live calls are
+polled only every ``DIALER_POLL_SAFETY_INTERVAL`` as a safety net for a lost webhook, and at once
+when a call outlives its longest possible end. Without webhooks every live call is polled every
+``DIALER_POLL_INTERVAL``. A call nudged while this tracker is polling it is not polled a second time
+at once: the poll under way sees its end, and what it leaves behind is made due when it is done.
 """
 
 from __future__ import annotations
@@ -60,6 +62,8 @@ class CallTracker:
         self.rt = rt
         self._tasks: set[asyncio.Task[None]] = set()
         self._leased: set[str] = set()
+        #: Members leased again while this tracker was polling them: nudged (a webhook) meanwhile.
+        self._nudged: set[str] = set()
 
     async def run(self, stop: asyncio.Event) -> None:
         settings = self.rt.settings
@@ -79,6 +83,12 @@ class CallTracker:
                 except Exception:
                     log.exception('tracker_lease_failed')
             for member in members:
+                if member in self._leased:
+                    # A webhook made it due while our poll of it runs: a second poll now would do the
+                    # same work twice (GET, messages, finish). The poll under way serves it, and the
+                    # entry it leaves (live, or billing) is made due again when it is done.
+                    self._nudged.add(member)
+                    continue
                 self._leased.add(member)
                 task = asyncio.create_task(self._poll(member))
                 self._tasks.add(task)
@@ -115,6 +125,11 @@ class CallTracker:
                 await self.rt.scripts.reschedule(k.TRACKING, [member], int(self.rt.settings.poll_interval * 1000))
         finally:
             self._leased.discard(member)
+            if member in self._nudged:
+                self._nudged.discard(member)
+                with contextlib.suppress(Exception):
+                    # due now again, only where the entries still exist (reschedule.lua never adds)
+                    await self.rt.scripts.reschedule(k.TRACKING, [member, f'{member}|b'], 0)
 
     def _next_poll_ms(self, call: dict[str, Any]) -> int:
         """When to look at a live call again: the safety net with webhooks, the interval without."""

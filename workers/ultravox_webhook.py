@@ -17,11 +17,16 @@ the outcome and billing are taken from the API's answer. Anything else changes n
 
 Replays are recognised by the delivery itself (digest of body + timestamp), whatever the spelling
 of its signature header.
+
+Cost: a fleet with webhooks receives two deliveries per call, so the whole decision for a delivery
+of a dialer call (replay check, attempt lookup, nudge, "webhooks arrive" mark) is one Lua script,
+``dialer/lua/nudge.lua``: one Redis round trip instead of four (bench/RESULTS.md, issue 16).
 """
 
 from __future__ import annotations
 
 import json
+import weakref
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -30,11 +35,14 @@ from starlette.responses import JSONResponse, Response
 from dialer import constants as k
 from dialer import metrics
 from dialer.logs import masked_attempt
+from dialer.scripts import register
 from workers.calls import tracking_member
 from workers.inbound import ATTEMPT_ID, CALL_ID, BadDelivery, signed_body
 
 
 if TYPE_CHECKING:
+    from redis.asyncio import Redis
+    from redis.commands.core import AsyncScript
     from starlette.requests import Request
 
     from workers.runtime import Runtime
@@ -70,59 +78,75 @@ def _parse(body: bytes) -> tuple[str, str | None, str]:
     return event, attempt_id, call_id
 
 
-async def _nudge(rt: Runtime, event: str, attempt_id: str, call_id: str) -> str:
-    """Make the trackers poll the attempt's call now, if the event is about that call. Returns a verdict."""
+def _nudge_script(redis: Redis) -> AsyncScript:
+    """``dialer/lua/nudge.lua`` registered once per client (the whole delivery is one round trip)."""
+    script = _NUDGE_SCRIPTS.get(redis)
+    if script is None:
+        script = _NUDGE_SCRIPTS[redis] = register(redis, 'nudge')
+    return script
+
+
+_NUDGE_SCRIPTS: weakref.WeakKeyDictionary[Redis, AsyncScript] = weakref.WeakKeyDictionary()
+
+
+async def _nudge(rt: Runtime, event: str, attempt_id: str, call_id: str, digest: str) -> str:
+    """Make the trackers poll the attempt's call now, if the event is about that call, in one step with
+    the replay check (``dialer/lua/nudge.lua``). Returns a verdict; refusals raise ``BadDelivery``."""
+    settings = rt.settings
     name, number, attempt = k.parse_attempt_id(attempt_id)
-    async with rt.redis.pipeline(transaction=False) as pipe:
-        pipe.exists(k.campaign(name))
-        pipe.hget(k.campaign_attempts(name), f'{number}:{attempt}')
-        exists, raw = await pipe.execute()
-    if not exists:
-        raise BadDelivery(404, 'unknown_campaign')
-    if raw is None:
-        raise BadDelivery(404, 'unknown_attempt')
-    record = json.loads(raw)
-    recorded = record.get('call')
-    if recorded is None and record.get('st') == 'creating':
-        # the call ended before its create was recorded: ask Ultravox to deliver it again shortly
-        raise BadDelivery(409, 'not_yet_recorded')
-    if recorded != call_id:
+    member = tracking_member(attempt_id, call_id)
+    keys = [k.CLOCK_OFFSET, k.webhook_seen(digest), k.campaign(name), k.campaign_attempts(name)]
+    keys += [k.TRACKING, k.WEBHOOKS_LIVE]
+    args = [int(settings.webhook_max_age * 2000), f'{number}:{attempt}', call_id, member]
+    args.append(int(settings.webhooks_live_window * 1000))
+    verdict, recorded = (str(v) for v in await _nudge_script(rt.redis)(keys=keys, args=args))
+    if verdict in _REFUSALS:
+        raise BadDelivery(*_REFUSALS[verdict])
+    if verdict == 'foreign_call':
         metrics.WEBHOOK_MISMATCHES.labels(event=event).inc()
         log.warning(
             'webhook_foreign_call',
             webhook_event=event,
             attempt_id=masked_attempt(attempt_id),
             call_id=call_id,
-            recorded_call_id=recorded,
+            recorded_call_id=recorded or None,
         )
-        return 'foreign_call'
-    member = tracking_member(attempt_id, call_id)
-    now_ms = await rt.scripts.now_ms()
-    # XX: only entries still followed (live, or waiting for billing) are moved; nothing is created.
-    async with rt.redis.pipeline(transaction=False) as pipe:
-        pipe.zadd(k.TRACKING, {member: now_ms}, xx=True, ch=True)
-        pipe.zadd(k.TRACKING, {f'{member}|b': now_ms}, xx=True, ch=True)
-        # webhooks arrive: trackers may poll live calls only as a safety net (see workers/tracker.py)
-        pipe.set(k.WEBHOOKS_LIVE, now_ms, px=int(rt.settings.poll_safety_interval * 2000))
-        moved = sum((await pipe.execute())[:2])
-    return 'polled_now' if moved else 'duplicate'
+    return verdict
 
 
-async def _authentic_body(rt: Runtime, request: Request) -> bytes:
-    """The body of a delivery signed with one of our webhook secrets, fresh, and not seen before."""
-    settings = rt.settings
-    body, digest = await signed_body(request, settings, settings.webhook_secrets)
-    # the same delivery seen again within its freshness window is a replay, however it is signed
-    if not await rt.redis.set(k.webhook_seen(digest), '1', nx=True, px=int(settings.webhook_max_age * 2000)):
+#: Verdicts of nudge.lua that refuse the delivery: (status, reason). A 409 makes Ultravox deliver the
+#: event again (the call ended before its create was recorded).
+_REFUSALS = {
+    'replayed': (401, 'replayed'),
+    'unknown_campaign': (404, 'unknown_campaign'),
+    'unknown_attempt': (404, 'unknown_attempt'),
+    'not_yet_recorded': (409, 'not_yet_recorded'),
+}
+
+
+async def _not_replayed(rt: Runtime, digest: str) -> None:
+    """The replay check alone, for deliveries that go no further than it (odd payloads, call-backs)."""
+    window = int(rt.settings.webhook_max_age * 2000)
+    if not await rt.redis.set(k.webhook_seen(digest), '1', nx=True, px=window):
         raise BadDelivery(401, 'replayed')
-    return body
 
 
 async def receive_ultravox_webhook(rt: Runtime, request: Request) -> Response:
     event = 'unknown'
     try:
-        event, attempt_id, call_id = _parse(await _authentic_body(rt, request))
-        verdict = 'inbound_call' if attempt_id is None else await _nudge(rt, event, attempt_id, call_id)
+        settings = rt.settings
+        body, digest = await signed_body(request, settings, settings.webhook_secrets)
+        # the same delivery seen again within its freshness window is a replay, however it is signed
+        try:
+            event, attempt_id, call_id = _parse(body)
+        except BadDelivery:
+            await _not_replayed(rt, digest)
+            raise
+        if attempt_id is None:
+            await _not_replayed(rt, digest)
+            verdict = 'inbound_call'
+        else:
+            verdict = await _nudge(rt, event, attempt_id, call_id, digest)
     except BadDelivery as exc:
         metrics.WEBHOOKS_RECEIVED.labels(event=event, verdict=exc.reason).inc()
         log.warning('webhook_refused', reason=exc.reason, status=exc.status)

@@ -68,7 +68,7 @@ async def startup(ctx: dict[str, Any]) -> None:
     stop = asyncio.Event()
     ctx['stop'] = stop
     await warm_up(rt)
-    pacer, tracker = Pacer(rt, ctx['redis'], ctx['worker_id']), CallTracker(rt)
+    pacer, tracker = Pacer(rt, ctx['redis'], ctx['worker_id'], ctx.get('wake_jobs')), CallTracker(rt)
     ctx['loops'] = [asyncio.create_task(pacer.run(stop)), asyncio.create_task(tracker.run(stop))]
     # result webhooks: a loop of its own, so a slow or dead destination never slows dialling
     ctx['loops'].append(asyncio.create_task(OutboxDelivery(rt).run(stop)))

@@ -43,6 +43,15 @@ local function hold_slot(key, limit, holder, deadline)
   redis.call('PEXPIREAT', key, math.floor(tonumber(last[2])) + 1000)
 end
 
+-- Extend a key's TTL to at least ms (never shortens it).
+local function keep_for(key, ms)
+  if redis.call('PTTL', key) < ms then redis.call('PEXPIRE', key, math.ceil(ms)) end
+end
+
+-- How long after its time a held phone leg (constants.trunk_held_legs) still keeps new dials back:
+-- past it, its worker is presumed lost (the tracker gives the leg to another after poll_visibility).
+local LEG_GRACE_MS = 5000
+
 -- A campaign with nothing left to dial or follow is completed and leaves its trunk's rotation.
 local function maybe_complete(campaign, trunk_campaigns, name)
   local open = 0

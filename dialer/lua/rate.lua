@@ -2,11 +2,14 @@
 -- answer is when the create may be sent. One call of this script per create, however long the wait:
 -- waiting jobs no longer ask again and again, all together, each time a token frees.
 -- KEYS: 1 clock, 2 trunk rate (GCRA), 3 account per-second log (ZSET of reserved send times),
---       4 account per-minute log (ZSET), 5 trunk hold, 6 account hold, 7 trunk unsent
+--       4 account per-minute log (ZSET), 5 trunk hold, 6 account hold, 7 trunk unsent,
+--       8 trunk held legs (ZSET, constants.trunk_held_legs)
 -- ARGV: 1 trunk interval ms, 2 trunk burst, 3 account interval ms, 4 account per minute (0 = none),
 --       5 attempt id, 6 longest wait worth reserving, ms (absent or negative = any)
 -- An account interval of 0 reserves a send that is not an Ultravox create (a phone leg placed again
--- after the provider's 429): only the trunk's limit applies and the account's limits are left alone.
+-- after the provider's 429, ARGV[5] its leg member): only the trunk's limit applies and the account's
+-- limits are left alone. Such legs go before new dials: while any waits in the trunk's held-legs set,
+-- new dials reserve nothing (their Ultravox calls are not made yet; the held legs' calls are waiting).
 -- Returns 0: send now; > 0: reserved, send after that many ms; < 0: nothing reserved (a hold, or a
 -- wait longer than ARGV[6]), ask again after that many ms at the earliest.
 --
@@ -22,14 +25,28 @@
 -- trunk's reservation far ahead then holds only its own slot, where a single arrival time moved to
 -- it would hold every other trunk of the account back until that send (issue 14's e2e test found it).
 local now = now_ms()
-for _, hold in ipairs({KEYS[5], KEYS[6]}) do
-  local ttl = redis.call('PTTL', hold)
-  if ttl > 0 then return -ttl end
-end
-
 local trunk_interval, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
 local account_interval, per_minute = tonumber(ARGV[3]), tonumber(ARGV[4])
 local max_wait = tonumber(ARGV[6] or '-1')
+local is_leg = account_interval == 0
+
+-- a held leg told to wait stays first in line for when it may go
+local function not_yet(wait)
+  if is_leg and redis.call('ZSCORE', KEYS[8], ARGV[5]) then
+    redis.call('ZADD', KEYS[8], now + wait, ARGV[5])
+    keep_for(KEYS[8], wait + LEG_GRACE_MS)
+  end
+  return -wait
+end
+
+for _, hold in ipairs({KEYS[5], KEYS[6]}) do
+  local ttl = redis.call('PTTL', hold)
+  if ttl > 0 then return not_yet(ttl) end
+end
+if not is_leg then
+  redis.call('ZREMRANGEBYSCORE', KEYS[8], '-inf', now - LEG_GRACE_MS)
+  if redis.call('EXISTS', KEYS[8]) == 1 then return -math.max(50, math.ceil(trunk_interval)) end
+end
 local member = ARGV[5] .. '@rate'
 local trunk_tat = tonumber(redis.call('GET', KEYS[2]) or now)
 
@@ -77,7 +94,7 @@ if account_interval > 0 then
   end
 end
 local wait = send_at - now
-if max_wait >= 0 and wait > max_wait then return -math.max(1, wait) end
+if max_wait >= 0 and wait > max_wait then return not_yet(math.max(1, wait)) end
 
 trunk_tat = math.max(trunk_tat, send_at) + trunk_interval
 redis.call('SET', KEYS[2], trunk_tat, 'PX', math.ceil(trunk_tat - now) + 1000)
