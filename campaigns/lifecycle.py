@@ -53,7 +53,9 @@ def differences(old: CampaignConfig, new: CampaignConfig) -> list[str]:
     return sorted(key for key in after if before.get(key) != after.get(key))
 
 
-async def save_config(redis: Redis, config: CampaignConfig, *, update: bool = False) -> bool:
+async def save_config(
+    redis: Redis, config: CampaignConfig, *, update: bool = False, outbox: Outbox = NO_OUTBOX
+) -> bool:
     """Create the campaign, or check (``update=False``) / change (``update=True``) its settings.
 
     Returns True when the campaign was created. A campaign's trunk cannot change while calls are in
@@ -87,7 +89,7 @@ async def save_config(redis: Redis, config: CampaignConfig, *, update: bool = Fa
             )
         await redis.srem(k.trunk_campaigns(old.trunk), config.name)
     await redis.hset(key, 'config', payload)
-    await Scripts(redis).lifecycle(config.name, config.trunk, 'noop')
+    await Scripts(redis, outbox).lifecycle(config.name, config.trunk, 'noop')
     return False
 
 

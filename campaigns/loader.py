@@ -45,6 +45,7 @@ from campaigns.lifecycle import CampaignConflictError
 from campaigns.prompt_vars import prompt_columns
 from dialer import constants as k
 from dialer.models import CampaignConfig, CampaignState
+from dialer.outbox import NO_OUTBOX, Outbox
 from dialer.scripts import Scripts, register
 
 
@@ -312,6 +313,7 @@ async def load_contacts(
     batch_size: int = 2000,
     workers: int | None = None,
     paused: bool = False,
+    outbox: Outbox = NO_OUTBOX,
 ) -> LoadSummary:
     """Load a contacts CSV into ``config``'s campaign (created if new); see the module docstring.
 
@@ -322,7 +324,8 @@ async def load_contacts(
     files over a few MB, 0 = check rows in this process). ``paused``: the campaign is created paused
     (or paused, if it is active) before any contact is added. A system prompt's ``{{placeholders}}``
     must name columns of the file (``PromptError`` otherwise); columns it does not use are listed in
-    the summary's ``unused_columns``.
+    the summary's ``unused_columns``. ``outbox``: where the campaign announces itself completed when
+    the load leaves it nothing to dial (result webhooks).
     """
     with open_csv(csv_path) as reader:
         rows = reader.rows()
@@ -349,7 +352,7 @@ async def load_contacts(
         rejects = RejectsWriter(rejects_path, reader.layout)  # an unwritable path fails here, before any write
         try:
             writer = _Writer(redis, config, rejects, reader.layout)
-            finish = _Finish(redis, config, reader.path.name, digest, previous, writer)
+            finish = _Finish(redis, config, reader.path.name, digest, previous, writer, outbox)
             await _open_load(redis, config, stored, digest, reader.path.name, paused=paused)
             try:
                 await _stream(reader, batches, writer, _Checkers(checker, workers), progress)
@@ -404,6 +407,7 @@ class _Finish:
     digest: str
     previous: dict[str, Any] | None
     writer: _Writer
+    outbox: Outbox
 
     async def __call__(self, failure: tuple[int | None, str] | None = None) -> LoadSummary:
         name = self.config.name
@@ -425,7 +429,7 @@ class _Finish:
         if failure is not None:
             status['line'], status['message'] = failure
         await _set_load_status(self.redis, name, self.digest, status)
-        await Scripts(self.redis).lifecycle(name, self.config.trunk, 'load_end', self.digest)
+        await Scripts(self.redis, self.outbox).lifecycle(name, self.config.trunk, 'load_end', self.digest)
         # the command prints the summary itself: the log line is for debugging, or for a failure
         (log.debug if failure is None else log.warning)(
             'contacts_loaded' if failure is None else 'contacts_load_failed',

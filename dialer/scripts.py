@@ -380,7 +380,8 @@ class Scripts:
 
     async def lifecycle(self, name: str, trunk: str, action: str, digest: str = '') -> str:
         """Apply a state change; returns the new state or raises ``ValueError`` with the reason."""
-        result = str(await self._run('lifecycle', [k.campaign(name), k.trunk_campaigns(trunk)], [name, action, digest]))
+        keys = [k.campaign(name), k.trunk_campaigns(trunk), *self.outbox.keys()]
+        result = str(await self._run('lifecycle', keys, [name, action, digest, *self.outbox.args()]))
         if result.startswith('error:'):
             raise ValueError(result.removeprefix('error:'))
         return result

@@ -336,3 +336,29 @@ async def test_a_destination_removed_from_the_settings_has_its_keys_expire_unles
     await redis.delete(*k.outbox_destination_keys('b'))
     await serve(both[0])
     assert await redis.smembers(k.OUTBOX_DESTINATIONS) == {'a'}, 'an id whose keys are gone is forgotten'
+
+
+async def test_a_campaign_completed_by_its_load_or_a_resume_announces_itself(redis: Redis, tmp_path) -> None:
+    from campaigns.lifecycle import change_state  # noqa: PLC0415
+    from campaigns.loader import load_contacts  # noqa: PLC0415
+    from dialer.models import CampaignConfig  # noqa: PLC0415
+
+    box = outbox('http://127.0.0.1:9/a')
+    # every row of the file is bad: the load leaves nothing to dial and completes the campaign
+    contacts = tmp_path / 'contacts.csv'
+    contacts.write_text('phone,name\nnot-a-number,Ann\n', encoding='utf-8')
+    config = CampaignConfig(name='empty', trunk='carrier-a', agent_id='agent-1')
+    summary = await load_contacts(redis, config, contacts, rejects_path=tmp_path / 'rejects.csv', outbox=box)
+    assert summary.rejected == 1
+    assert await redis.hget(k.campaign('empty'), 'state') == 'completed'
+    assert [(e['type'], e['data']) for e in await stored_events(redis)] == [
+        ('campaign.completed', {'campaign': 'empty'})
+    ]
+    # a paused campaign whose last contact ended meanwhile completes when it is resumed
+    await redis.delete(k.OUTBOX_LOG, k.OUTBOX_EVENTS)
+    await redis.hset(
+        k.campaign('later'),
+        mapping={'state': 'paused', 'config': config.model_copy(update={'name': 'later'}).model_dump_json()},
+    )
+    assert await change_state(redis, 'later', 'resume', box) == 'completed'
+    assert [e['type'] for e in await stored_events(redis)] == ['campaign.completed']

@@ -254,6 +254,7 @@ def load(
                 rejects_path=rejects_path,
                 progress=sys.stderr.isatty() if progress is None else progress,
                 paused=paused,
+                outbox=Outbox.from_settings(settings),
             )
         finally:
             await redis.aclose()
@@ -290,7 +291,7 @@ def update(name: str, **options: Any) -> None:
             TrunkRegistry(settings.trunks_file).get(config.trunk)
             changed = lifecycle.differences(current, config)
             if changed:
-                await lifecycle.save_config(redis, config, update=True)
+                await lifecycle.save_config(redis, config, update=True, outbox=Outbox.from_settings(settings))
             moved = None
             if reschedule.SCHEDULE_FIELDS & set(changed):
                 moved = await reschedule.reschedule_waiting(redis, config, Outbox.from_settings(settings))

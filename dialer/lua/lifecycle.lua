@@ -1,9 +1,12 @@
 -- Move a campaign between states; the trunk's rotation always lists exactly the active campaigns.
--- KEYS: 1 clock, 2 campaign, 3 trunk campaigns
+-- KEYS: 1 clock, 2 campaign, 3 trunk campaigns, then the outbox tail
 -- ARGV: 1 campaign name, 2 action: pause | resume | cancel | load_start | load_end | noop, 3 load digest
+--       then the outbox tail (dialer/lua/_outbox.lua): a campaign completed here (a load that left
+--       nothing to dial, a resume of one with nothing open) announces campaign.completed like any other
 -- Returns the state after the action, or an error string starting with 'error:'.
 local state = redis.call('HGET', KEYS[2], 'state')
 if not state then return 'error:unknown campaign' end
+outbox_open(4, 4)
 local action = ARGV[2]
 if action == 'pause' then
   if state ~= 'active' then return 'error:campaign is ' .. state .. ', only an active campaign can be paused' end
