@@ -132,6 +132,13 @@ def trunk_rate(trunk: str) -> str:
     return f'dialer:trunk:{trunk}:rate'
 
 
+def trunk_sends(trunk: str) -> str:
+    """ZSET ``<attempt id>@<ms>`` -> ms: the creates sent on the trunk in the last second (``send.lua``),
+    so that no 1-s window ever holds more than the trunk's calls per second, however late a dial job
+    woke for its reserved slot. Trimmed on each send; expires a second after the last."""
+    return f'dialer:trunk:{trunk}:sends'
+
+
 def trunk_hold(trunk: str) -> str:
     """STRING with a TTL: the trunk's circuit breaker is open while it exists."""
     return f'dialer:trunk:{trunk}:hold'

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from typing import TYPE_CHECKING
 
@@ -30,6 +31,12 @@ class TrunkLimits(BaseModel):
     calls_per_second: float = Field(gt=0, le=10_000)
     #: Calls that may start back to back before the per-second spacing applies (1 = strictly spaced).
     burst: int = Field(default=1, ge=1, le=10_000)
+
+    @property
+    def sends_per_window(self) -> int:
+        """Creates allowed in any 1-s window: the whole calls per second (a carrier counts whole calls),
+        or the burst when that is larger (the trunk is declared to take it)."""
+        return max(1, math.floor(self.calls_per_second), self.burst)
 
 
 def resolve_secret(

@@ -127,6 +127,7 @@ class Simulator:
     # --- Ultravox endpoints ----------------------------------------------------------------------------
 
     async def create_call(self, request: Request) -> Response:  # noqa: C901, PLR0911, PLR0912  one flat pipeline
+        arrived = time.time()
         agent_id: str | None = request.path_params.get('agent_id')
         self.requests['create_agent_call' if agent_id is not None else 'create_call'] += 1
         if (denied := self.auth_error(request)) is not None:
@@ -180,7 +181,7 @@ class Simulator:
             )
         outgoing = ((body.get('medium') or {}).get('sip') or {}).get('outgoing')
         parts = sip_to_parts(outgoing['to']) if outgoing else providers.to_parts(body)
-        plan = self.store.create(config, body, now, agent_id, parts)
+        plan = self.store.create(config, body, now, agent_id, parts, arrived)
         providers.adapt_plan(plan, body, str(request.base_url))
         self.count_create(now, throttle)
         self.webhooks.schedule(plan)
@@ -328,7 +329,7 @@ class Simulator:
     def compute_stats(self) -> dict[str, Any]:
         by_host: dict[str, list[tuple[float, float]]] = {}
         for plan in self.store.calls:
-            by_host.setdefault(plan.host or '', []).append((plan.created, plan.ended_real))
+            by_host.setdefault(plan.host or '', []).append((plan.arrived or plan.created, plan.ended_real))
         everything = [interval for intervals in by_host.values() for interval in intervals]
         attempts = Counter(plan.metadata['attempt_id'] for plan in self.store.calls if 'attempt_id' in plan.metadata)
         return {

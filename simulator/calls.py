@@ -95,6 +95,9 @@ class CallPlan:
     deleted: bool = False
     #: The create request's templateContext (not part of the Call object; provider incoming calls show it).
     template_context: dict[str, Any] = field(default_factory=dict)
+    #: When the create request reached the simulator (before its body was read and checked): what a
+    #: carrier's calls-per-second window counts. 0 = ``created``.
+    arrived: float = 0.0
 
     def real(self, offset_sim: float | None) -> float | None:
         return None if offset_sim is None else self.created + offset_sim * self.time_scale
@@ -329,6 +332,7 @@ class CallStore:
         now: float,
         agent_id: str | None,
         to_parts: tuple[str, str] | None,
+        arrived: float = 0.0,
     ) -> CallPlan:
         seq = len(self.calls)
         call_id = str(uuid.uuid4())
@@ -356,6 +360,7 @@ class CallStore:
             billing_delay_sim=config.billing_delay,
             base=base_call(call_id, now, body, agent_id),
             template_context=dict(body.get('templateContext') or {}),
+            arrived=arrived or now,
         )
         self.calls.append(plan)
         self.by_id[call_id] = plan

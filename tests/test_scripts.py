@@ -151,3 +151,26 @@ async def test_a_trunk_whose_calls_keep_failing_is_backed_off(redis) -> None:
         held = await redis.pttl(k.trunk_hold('t1'))
         assert (held > 0) == (i >= 2), f'open after the 3rd failure in a row, not before (call {i})'
     assert (await claim(scripts, limits=limits)).wait_ms > 0
+
+
+async def test_no_1s_window_holds_more_sends_than_the_trunk_allows_however_late_jobs_woke(redis) -> None:
+    # four jobs whose reserved slots were spread out woke late, all at once: the window lets three go
+    await make_campaign(redis, numbers=4)
+    scripts = Scripts(redis)
+    wide = SlotLimits(trunk=10, account=10)
+    claimed = await claim(scripts, limits=wide)
+    attempts = []
+    for job_ref in claimed.job_refs:
+        assert (await scripts.begin(job_ref, 't1', wide, 60_000)).verdict == 'go'
+        attempts.append(job_ref.split('#')[0])
+    verdicts = [await scripts.send(a, trunk='t1', per_second=3) for a in attempts]
+    assert verdicts[:3] == ['go'] * 3
+    assert verdicts[3].startswith('wait:')
+    assert 0 < int(verdicts[3].removeprefix('wait:')) <= 1001
+    _, number, attempt = k.parse_attempt_id(attempts[3])
+    record = json.loads(await redis.hget(k.campaign_attempts('c1'), f'{number}:{attempt}'))
+    assert 'sent' not in record, 'a send told to wait is not marked as possibly sent'
+    # once the first send is more than a second old, the fourth goes
+    await redis.set(k.CLOCK_OFFSET, 1_002)
+    assert await scripts.send(attempts[3], trunk='t1', per_second=3) == 'go'
+    assert 0 < await redis.pttl(k.trunk_sends('t1')) <= 2_000
