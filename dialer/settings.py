@@ -141,6 +141,10 @@ class Settings(BaseSettings):
     callback_reject_code: int = Field(default=603, ge=400, le=699)
     #: Region used to read a caller id written without a country code (``5551234567``), as phonenumbers does.
     callback_region: str = Field(default='US', pattern=r'^[A-Z]{2}$')
+    #: Seconds ``dialer webhooks`` gives Ultravox to create a call-back's call on a provider number before
+    #: answering the provider with a polite hang-up: under the provider's own webhook timeout (Twilio's
+    #: is 15 s), so the caller hears our message, not the provider's error.
+    provider_answer_deadline: float = Field(default=10.0, gt=0, le=60)
 
     #: Result webhooks (dialer/outbox.py): JSON list of ``{"url": ..., "secret": ...}`` (``secret`` may be a
     #: list, for rotation; an optional ``name`` labels the destination's metrics). Empty: no events.

@@ -76,6 +76,7 @@ def test_a_contact_who_calls_back_a_provider_number_reaches_the_campaign_agent_a
         encoding='utf-8',
     )
     env = {**FAST_ENV, 'DIALER_CALLBACK_DEFAULT_AGENT': DEFAULT_AGENT, 'DIALER_LOG_LEVEL': 'info'}
+    env['DIALER_PROVIDER_ANSWER_DEADLINE'] = '1'
     simulator = {**FAST_SIMULATOR, 'telephony_providers': [kind], 'provider_accounts': {kind: account}}
     with running_simulator(**simulator, forced_outcomes={N: ['no_answer'], N2: ['no_answer']}) as sim:
         fleet = LocalFleet(redis_url, sim.base_url, trunks, env, log_dir=tmp_path)
@@ -165,6 +166,13 @@ def test_a_contact_who_calls_back_a_provider_number_reaches_the_campaign_agent_a
             assert _progress(sync_redis, 'spring', N2)['s'] == 'retry_wait', 'the contact stays open'
             assert len(sim.records()) == outbound + 2
             assert 'provider_inbound_create_failed' in (tmp_path / 'webhooks.log').read_text(encoding='utf-8')
+
+            # Ultravox slower than the answer deadline (1 s here): the provider still gets an answer in
+            # time, the apology, instead of waiting until its own timeout
+            sim.configure(slow_rate=1.0, slow_seconds=4.0)
+            slow = _ring(sim.base_url, provider=kind, url=url, to=OUR_NUMBER, **{'from': STRANGER})
+            assert slow['result'] == 'hung_up', slow
+            assert slow['said'].startswith('Sorry, we cannot take your call right now.')
         finally:
             fleet.stop_all()
             hooks.terminate()

@@ -263,10 +263,7 @@ async def _follow(
         metrics.CALLBACKS.labels(source=provider, verdict=decision.verdict).inc()
         return _xml(rt, key, dialect.reject)
     try:
-        call = await rt.ultravox.create_call(_create_request(provider, decision.answer))
-        join_url = call.get('joinUrl')
-        if not isinstance(join_url, str) or not join_url:
-            raise TransientError('the created call has no joinUrl', maybe_created=True)
+        call, join_url = await _create_in_time(rt, provider, decision.answer)
     except UltravoxError as exc:
         maybe = isinstance(exc, TransientError) and exc.maybe_created
         metrics.CALLBACKS.labels(source=provider, verdict='create_failed').inc()
@@ -282,6 +279,21 @@ async def _follow(
     if member is not None and config is not None:
         live = _live(scripts, member, str(call.get('callId')), config.trunk, rt.live_poll_ms)
     return _xml(rt, key, dialect.stream(join_url), live)
+
+
+async def _create_in_time(rt: Runtime, provider: str, answer: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """The call and its ``joinUrl``, within ``DIALER_PROVIDER_ANSWER_DEADLINE``: the provider stops
+    waiting for our answer at its own timeout, and the caller should hear our apology, not its error."""
+    deadline = rt.settings.provider_answer_deadline
+    try:
+        async with asyncio.timeout(deadline):
+            call = await rt.ultravox.create_call(_create_request(provider, answer))
+    except TimeoutError:
+        raise TransientError(f'Ultravox did not answer the create within {deadline:g} s', maybe_created=True) from None
+    join_url = call.get('joinUrl')
+    if not isinstance(join_url, str) or not join_url:
+        raise TransientError('the created call has no joinUrl', maybe_created=True)
+    return call, join_url
 
 
 def _missing(scripts: CallbackScripts, member: str, trunk: str) -> Callable[[], Any]:
