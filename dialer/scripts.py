@@ -348,9 +348,10 @@ class Scripts:
         callback_retention_ms: int = 0,
         trunk: str = '',
         per_second: int = 0,
+        window_ms: int = 1000,
     ) -> str:
         """Right before the create: ``go`` (now marked as possibly sent), or why it must not go, or
-        ``wait:<ms>`` when ``trunk`` already sent ``per_second`` creates in the last 1000 ms.
+        ``wait:<ms>`` when ``trunk`` already sent ``per_second`` creates in the last ``window_ms``.
 
         With ``callback_retention_ms`` the call-back index entry of the number (``k.callback``) is
         written in the same step: a call back from it reaches this campaign's contact.
@@ -359,6 +360,7 @@ class Scripts:
         keys = [k.campaign(name), k.campaign_attempts(name), k.DNC, k.campaign_progress(name), k.callback(number)]
         keys.append(k.trunk_sends(trunk or '-'))
         args = [number, attempt, name, contact_id, caller_id, callback_retention_ms, trunk, per_second if trunk else 0]
+        args.append(window_ms)
         return str(await self._run('send', keys, args))
 
     async def lift_fault(self) -> bool:

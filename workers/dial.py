@@ -8,6 +8,7 @@ blindly: it looks the call up by its ``attempt_id`` metadata first, and waits wh
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import time
 from datetime import UTC, datetime
@@ -186,8 +187,9 @@ async def _wait_for_rate_token(rt: Runtime, job_ref: str, attempt_id: str, trunk
 
 
 async def _clear_to_send(rt: Runtime, attempt_id: str, trunk: Trunk, request: Any) -> str:
-    """``send.lua``'s verdict, after waiting out the trunk's 1-s window when it is full (a job that
-    woke late for its reserved slot; the wait is at most a second)."""
+    """``send.lua``'s verdict, after waiting out the trunk's 1-s window (widened by the rate's safety
+    margin) when it is full: a job that woke late for its reserved slot; the wait is about a second
+    at most."""
     while True:
         verdict = await rt.scripts.send(
             attempt_id,
@@ -196,6 +198,7 @@ async def _clear_to_send(rt: Runtime, attempt_id: str, trunk: Trunk, request: An
             callback_retention_ms=int(rt.settings.callback_retention * 1000),
             trunk=trunk.name,
             per_second=trunk.sends_per_window,
+            window_ms=math.ceil(1000 * (1 + rt.settings.rate_safety_margin)),
         )
         if not verdict.startswith('wait:'):
             return verdict
