@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 _NAMES: Final = (
     'now',
+    'nudge',
     'claim',
     'begin',
     'rate',
@@ -358,10 +359,21 @@ class Scripts:
         """
         name, number, attempt = k.parse_attempt_id(attempt_id)
         keys = [k.campaign(name), k.campaign_attempts(name), k.DNC, k.campaign_progress(name), k.callback(number)]
-        keys.append(k.trunk_sends(trunk or '-'))
-        args = [number, attempt, name, contact_id, caller_id, callback_retention_ms, trunk, per_second if trunk else 0]
-        args.append(window_ms)
+        keys += [k.trunk_sends(trunk or '-')]
+        args = [number, attempt, name, contact_id, caller_id, callback_retention_ms, trunk]
+        args += [per_second if trunk else 0, window_ms]
         return str(await self._run('send', keys, args))
+
+    async def nudge(
+        self, attempt_id: str, call_id: str, member: str, digest: str, *, replay_ms: int, live_window_ms: int
+    ) -> tuple[str, str]:
+        """One webhook delivery of a dialer call, decided in one round trip (``nudge.lua``):
+        (verdict, the call id the attempt recorded when the event names another)."""
+        name, number, attempt = k.parse_attempt_id(attempt_id)
+        keys = [k.webhook_seen(digest), k.campaign(name), k.campaign_attempts(name), k.TRACKING, k.WEBHOOKS_LIVE]
+        args = [replay_ms, f'{number}:{attempt}', call_id, member, live_window_ms]
+        verdict, recorded = await self._run('nudge', keys, args)
+        return str(verdict), str(recorded)
 
     async def lift_fault(self) -> bool:
         """Lift the account's fault hold (not a 429 hold); True if one was lifted."""

@@ -8,7 +8,6 @@ blindly: it looks the call up by its ``attempt_id`` metadata first, and waits wh
 from __future__ import annotations
 
 import asyncio
-import math
 import random
 import time
 from datetime import UTC, datetime
@@ -198,7 +197,7 @@ async def _clear_to_send(rt: Runtime, attempt_id: str, trunk: Trunk, request: An
             callback_retention_ms=int(rt.settings.callback_retention * 1000),
             trunk=trunk.name,
             per_second=trunk.sends_per_window,
-            window_ms=math.ceil(1000 * (1 + rt.settings.rate_safety_margin)),
+            window_ms=rt.send_window_ms,
         )
         if not verdict.startswith('wait:'):
             return verdict

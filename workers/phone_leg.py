@@ -201,6 +201,8 @@ async def _place_held(
     if call.get('ended') is not None or not call.get('joinUrl'):
         # nobody can stream to it any more; the attempt ends like a leg that never came
         reason = 'the Ultravox call ended while the provider held the trunk'
+        # only a held leg is in the trunk's held set: it leaves it here, new dials go on at once
+        await rt.redis.zrem(k.trunk_held_legs(trunk.name), leg_member(attempt_id, call_id))
         await _end_unplaced(rt, attempt_id, config, trunk, call_id, member, Outcome.FAILED, reason, final=False)
         return
     if wait_ms > 0:
@@ -223,7 +225,6 @@ async def _end_unplaced(
     leg: LegStatus | None = None,
 ) -> bool:
     """The phone leg never came (or ended unanswered): end the Ultravox call and record the outcome."""
-    await rt.redis.zrem(k.trunk_held_legs(trunk.name), leg_member(attempt_id, call_id))
     try:
         await rt.ultravox.delete_call(call_id)
     except UltravoxError as exc:

@@ -158,6 +158,11 @@ class Runtime:
         """How many claimed-but-unsent attempts a trunk may have: a quarter second of its rate."""
         return max(trunk.burst, math.ceil(trunk.calls_per_second * 0.25))
 
+    @property
+    def send_window_ms(self) -> int:
+        """A carrier's 1-s window as ``send.lua`` counts it: widened by the safety margin, as the spacing is."""
+        return math.ceil(1000 * (1 + self.settings.rate_safety_margin))
+
     def _interval_ms(self, per_second: float) -> float:
         """Spacing between two sends at ``per_second``, widened by the safety margin."""
         return 1000 / per_second * (1 + self.settings.rate_safety_margin)

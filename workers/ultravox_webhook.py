@@ -26,7 +26,6 @@ of a dialer call (replay check, attempt lookup, nudge, "webhooks arrive" mark) i
 from __future__ import annotations
 
 import json
-import weakref
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -35,14 +34,11 @@ from starlette.responses import JSONResponse, Response
 from dialer import constants as k
 from dialer import metrics
 from dialer.logs import masked_attempt
-from dialer.scripts import register
 from workers.calls import tracking_member
 from workers.inbound import ATTEMPT_ID, CALL_ID, BadDelivery, signed_body
 
 
 if TYPE_CHECKING:
-    from redis.asyncio import Redis
-    from redis.commands.core import AsyncScript
     from starlette.requests import Request
 
     from workers.runtime import Runtime
@@ -78,28 +74,18 @@ def _parse(body: bytes) -> tuple[str, str | None, str]:
     return event, attempt_id, call_id
 
 
-def _nudge_script(redis: Redis) -> AsyncScript:
-    """``dialer/lua/nudge.lua`` registered once per client (the whole delivery is one round trip)."""
-    script = _NUDGE_SCRIPTS.get(redis)
-    if script is None:
-        script = _NUDGE_SCRIPTS[redis] = register(redis, 'nudge')
-    return script
-
-
-_NUDGE_SCRIPTS: weakref.WeakKeyDictionary[Redis, AsyncScript] = weakref.WeakKeyDictionary()
-
-
 async def _nudge(rt: Runtime, event: str, attempt_id: str, call_id: str, digest: str) -> str:
     """Make the trackers poll the attempt's call now, if the event is about that call, in one step with
     the replay check (``dialer/lua/nudge.lua``). Returns a verdict; refusals raise ``BadDelivery``."""
     settings = rt.settings
-    name, number, attempt = k.parse_attempt_id(attempt_id)
-    member = tracking_member(attempt_id, call_id)
-    keys = [k.CLOCK_OFFSET, k.webhook_seen(digest), k.campaign(name), k.campaign_attempts(name)]
-    keys += [k.TRACKING, k.WEBHOOKS_LIVE]
-    args = [int(settings.webhook_max_age * 2000), f'{number}:{attempt}', call_id, member]
-    args.append(int(settings.webhooks_live_window * 1000))
-    verdict, recorded = (str(v) for v in await _nudge_script(rt.redis)(keys=keys, args=args))
+    verdict, recorded = await rt.scripts.nudge(
+        attempt_id,
+        call_id,
+        tracking_member(attempt_id, call_id),
+        digest,
+        replay_ms=int(settings.webhook_max_age * 2000),
+        live_window_ms=int(settings.webhooks_live_window * 1000),
+    )
     if verdict in _REFUSALS:
         raise BadDelivery(*_REFUSALS[verdict])
     if verdict == 'foreign_call':
