@@ -18,7 +18,7 @@ from dialer.outbox import NO_OUTBOX, Outbox
 
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
 
     from redis.asyncio import Redis
     from redis.commands.core import AsyncScript
@@ -70,12 +70,20 @@ def register(redis: Redis, name: str) -> AsyncScript:
     return redis.register_script(_source(name))
 
 
+#: ``claim.lua``'s answer when the trunk's campaigns are not the ones it was given.
+STALE_CAMPAIGNS: Final = -3
+
+
 @dataclass(frozen=True, slots=True)
 class Claimed:
     job_refs: list[str]
     #: When nothing was claimed: ms until a hold lifts or the next contact is due; -1 = trunk or
     #: account full, -2 = nothing to dial.
     wait_ms: int
+    #: True when the batch ran out with room left: claiming again at once may find more.
+    more: bool = False
+    #: The trunk's campaigns, when they were not the ones named (nothing was claimed): claim again with these.
+    campaigns: list[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,15 +156,18 @@ class Scripts:
             k.ACCOUNT_HOLD,
             k.trunk_cursor(trunk),
             k.CLAIMED,
+            k.trunk_campaigns(trunk),
         ]
         for name in campaigns:
             keys += [k.campaign(name), k.campaign_due(name), k.campaign_progress(name)]
         result = await self._run(
             'claim', keys, [limits.trunk, limits.account, unsent_cap, batch, claim_lease_ms, *campaigns]
         )
+        if int(result[0]) == STALE_CAMPAIGNS:
+            return Claimed([], 0, campaigns=sorted(str(name) for name in result[1:]))
         if len(result) == 1:
             return Claimed([], int(result[0]))
-        return Claimed([str(ref) for ref in result[1:]], 0)
+        return Claimed([str(ref) for ref in result[1:]], 0, more=int(result[0]) == 1)
 
     async def begin(
         self, job_ref: str, trunk: str, limits: SlotLimits, lease_ms: int, ambiguous_lease_ms: int = 0
@@ -381,6 +392,15 @@ class Scripts:
 
     async def lease_due(self, schedule: str, limit: int, lease_ms: int) -> list[str]:
         return [str(m) for m in await self._run('lease_due', [schedule], [limit, lease_ms])]
+
+    async def lease_due_calls(self, limit: int, lease_ms: int, later: Mapping[str, int]) -> tuple[list[str], bool]:
+        """The tracker's look: reschedule ``later`` (member -> delay ms, as :meth:`reschedule`), lease
+        the due calls, and say whether webhooks are being delivered, in one round trip."""
+        args: list[object] = [limit, lease_ms]
+        for member, delay_ms in later.items():
+            args += [member, delay_ms]
+        result = await self._run('lease_due', [k.TRACKING, k.WEBHOOKS_LIVE], args)
+        return [str(m) for m in result[1:]], bool(int(result[0]))
 
     async def reschedule(self, schedule: str, members: Sequence[str], delay_ms: int) -> int:
         if not members:

@@ -222,3 +222,15 @@ async def test_the_trunk_and_caller_id_of_an_attempt_are_recorded_when_its_creat
     assert await scripts.send(attempt_id, caller_id='+14155550100', trunk='t1') == 'go'
     record = json.loads(await redis.hget(k.campaign_attempts('c1'), f'{phones[0]}:1'))
     assert (record['trunk'], record['from']) == ('t1', '+14155550100')
+
+
+async def test_the_trackers_look_hands_back_next_poll_times_but_keeps_a_nudged_call_due(redis) -> None:
+    scripts = Scripts(redis)
+    await redis.zadd(k.TRACKING, {'a|nudged': 0, 'b|leased': 10**13})
+    members, live = await scripts.lease_due_calls(10, 30_000, {'a|nudged': 60_000, 'b|leased': 60_000, 'c|gone': 0})
+    now = await scripts.now_ms()
+    assert (members, live) == (['a|nudged'], False), 'the nudged call is due now, and leased by this look'
+    assert now < await redis.zscore(k.TRACKING, 'b|leased') <= now + 60_000
+    assert await redis.zscore(k.TRACKING, 'c|gone') is None, 'rescheduling never adds'
+    await redis.set(k.WEBHOOKS_LIVE, 1)
+    assert await scripts.lease_due_calls(10, 30_000, {}) == ([], True)

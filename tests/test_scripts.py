@@ -174,3 +174,13 @@ async def test_no_1s_window_holds_more_sends_than_the_trunk_allows_however_late_
     await redis.set(k.CLOCK_OFFSET, 1_052)
     assert await scripts.send(attempts[3], trunk='t1', per_second=3, window_ms=1050) == 'go'
     assert 0 < await redis.pttl(k.trunk_sends('t1')) <= 2_050
+
+
+async def test_a_claim_given_other_campaigns_than_the_trunk_has_claims_nothing_and_names_the_real_ones(redis) -> None:
+    await make_campaign(redis, 'a')
+    await make_campaign(redis, 'b')
+    scripts = Scripts(redis)
+    stale = await claim(scripts, ('a', 'gone'))
+    assert (stale.job_refs, stale.campaigns) == ([], ['a', 'b'])
+    assert await redis.zcard(k.trunk_slots('t1')) == 0
+    assert (await claim(scripts, ('b', 'a'))).campaigns is None, 'order does not matter'

@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 
     from arq.connections import ArqRedis
 
+    from dialer.scripts import Claimed
+    from dialer.trunks import Trunk
     from workers.runtime import Runtime
 
 
@@ -40,6 +42,8 @@ log = structlog.get_logger(__name__)
 HOUSEKEEPING_INTERVAL = 2.0
 #: Most contacts claimed for one trunk in one script call.
 CLAIM_BATCH = 50
+#: ``tick``'s wait when a claim's batch ran out with room left: tick again at once.
+CLAIM_AGAIN = -1
 
 
 class Pacer:
@@ -52,6 +56,8 @@ class Pacer:
         #: Tells this process's arq worker that jobs are queued (it starts them at once, not on its next poll).
         self.on_enqueued = on_enqueued
         self._housekept = 0.0
+        #: Each trunk's campaigns as of the last claim (``claim.lua`` says when they changed).
+        self._campaigns: dict[str, list[str]] = {}
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -64,7 +70,7 @@ class Pacer:
                 self._turned(redis_up=False)
             else:
                 self._turned(redis_up=True)
-            if claimed:
+            if claimed and wait_ms == CLAIM_AGAIN:
                 continue
             delay = self.rt.settings.pacer_interval
             if wait_ms > 0:
@@ -77,31 +83,54 @@ class Pacer:
             self.rt.health.loop_turned(redis_up=redis_up)
 
     async def tick(self) -> tuple[int, int]:
-        """One claim per trunk that has active campaigns. Returns (claimed, soonest wait in ms)."""
+        """One claim per trunk that has active campaigns. Returns (claimed, soonest wait in ms), the
+        wait being ``CLAIM_AGAIN`` when a batch ran out with room left.
+
+        Each trunk's campaigns are kept from the last tick: the claim script checks them against Redis
+        and answers with the real set when they differ. Only trunks with none are read every tick (a
+        campaign loaded on them is seen on the next tick), all in one pipeline.
+        """
         trunks = list(self.rt.trunks.trunks.values())
-        async with self.rt.redis.pipeline(transaction=False) as pipe:
-            for trunk in trunks:
-                pipe.smembers(k.trunk_campaigns(trunk.name))
-            campaign_sets = await pipe.execute()
+        unknown = [trunk.name for trunk in trunks if not self._campaigns.get(trunk.name)]
+        if unknown:
+            async with self.rt.redis.pipeline(transaction=False) as pipe:
+                for name in unknown:
+                    pipe.smembers(k.trunk_campaigns(name))
+                for name, members in zip(unknown, await pipe.execute(), strict=True):
+                    self._campaigns[name] = sorted(members)
         claimed, soonest = 0, 0
-        for trunk, campaigns in zip(trunks, campaign_sets, strict=True):
-            if not campaigns:
+        for trunk in trunks:
+            result = await self._claim(trunk)
+            if result is None:
                 continue
+            if result.wait_ms == -1:
+                metrics.LIMITER_WAITS.labels(trunk=trunk.name, limit='concurrency').inc()
+            elif result.more:
+                soonest = CLAIM_AGAIN
+            elif result.wait_ms > 0 and soonest != CLAIM_AGAIN:
+                soonest = result.wait_ms if soonest == 0 else min(soonest, result.wait_ms)
+            await self._enqueue(result.job_refs)
+            claimed += len(result.job_refs)
+        return claimed, soonest
+
+    async def _claim(self, trunk: Trunk) -> Claimed | None:
+        """Claim for one trunk with the campaigns it is known to have (None: it has none)."""
+        for _ in range(2):  # the second pass only after the set changed under us
+            campaigns = self._campaigns.get(trunk.name)
+            if not campaigns:
+                return None
             result = await self.rt.scripts.claim(
                 trunk.name,
-                sorted(campaigns),
+                campaigns,
                 self.rt.slot_limits(trunk),
                 unsent_cap=self.rt.unsent_cap(trunk),
                 batch=CLAIM_BATCH,
                 claim_lease_ms=self.rt.claim_lease_ms,
             )
-            if result.wait_ms == -1:
-                metrics.LIMITER_WAITS.labels(trunk=trunk.name, limit='concurrency').inc()
-            elif result.wait_ms > 0:
-                soonest = result.wait_ms if soonest == 0 else min(soonest, result.wait_ms)
-            await self._enqueue(result.job_refs)
-            claimed += len(result.job_refs)
-        return claimed, soonest
+            if result.campaigns is None:
+                return result
+            self._campaigns[trunk.name] = result.campaigns
+        return None
 
     async def _enqueue(self, job_refs: list[str]) -> None:
         """Enqueue claimed attempts as arq jobs: one MULTI/EXEC for the whole batch.

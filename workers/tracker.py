@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from dialer import constants as k
 from dialer import metrics
 from dialer.logs import masked_attempt
 from dialer.ultravox import AccountFault, CallNotFound, UltravoxError
@@ -42,8 +41,8 @@ log = structlog.get_logger(__name__)
 #: due at once, and its trunk slot is freed only after that poll: this bounds the delay (as the pacer's
 #: 50 ms bound its claims).
 IDLE_SLEEP = 0.05
-#: How often a tracker checks whether webhooks are being delivered.
-WEBHOOK_CHECK_INTERVAL = 1.0
+#: Most calls leased in one look.
+LEASE_BATCH = 500
 
 
 def longest_end_ms(call: dict[str, Any]) -> float | None:
@@ -64,23 +63,24 @@ class CallTracker:
         self._leased: set[str] = set()
         #: Members leased again while this tracker was polling them: nudged (a webhook) meanwhile.
         self._nudged: set[str] = set()
+        #: Next poll times (member -> delay ms) handed back on the next look (``lease_due_calls``).
+        self._later: dict[str, int] = {}
 
     async def run(self, stop: asyncio.Event) -> None:
         settings = self.rt.settings
         visibility_ms = int(settings.poll_visibility * 1000)
         idle = min(IDLE_SLEEP, settings.poll_interval / 2)
-        checked = 0.0
         while not stop.is_set():
-            if time.monotonic() - checked >= WEBHOOK_CHECK_INTERVAL:
-                checked = time.monotonic()
-                with contextlib.suppress(Exception):
-                    self.rt.webhooks_live = bool(await self.rt.redis.exists(k.WEBHOOKS_LIVE))
             room = settings.tracker_concurrency - len(self._tasks)
+            limit = max(min(room, LEASE_BATCH), 0)
             members: list[str] = []
-            if room > 0:
+            if room > 0 or self._later:
                 try:
-                    members = await self.rt.scripts.lease_due(k.TRACKING, min(room, 500), visibility_ms)
+                    # whether webhooks arrive is read on the same look (safety polls or the interval)
+                    later, self._later = self._later, {}
+                    members, self.rt.webhooks_live = await self.rt.scripts.lease_due_calls(limit, visibility_ms, later)
                 except Exception:
+                    self._later = {**later, **self._later}
                     log.exception('tracker_lease_failed')
             for member in members:
                 if member in self._leased:
@@ -93,7 +93,8 @@ class CallTracker:
                 task = asyncio.create_task(self._poll(member))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
-            if not members or room <= 0:
+            # a full batch may leave more due; fewer than asked means none is left until the next look
+            if len(members) < limit or room <= 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), idle)
         await self._drain()
@@ -104,9 +105,10 @@ class CallTracker:
             await asyncio.wait(self._tasks, timeout=5)
         for task in self._tasks:
             task.cancel()
-        if self._leased:
+        later = {**self._later, **dict.fromkeys(self._leased, 0)}
+        if later:
             with contextlib.suppress(Exception):
-                await self.rt.scripts.reschedule(k.TRACKING, sorted(self._leased), 0)
+                await self.rt.scripts.lease_due_calls(0, 0, later)
 
     async def _poll(self, member: str) -> None:
         attempt_id, call_id, *billing_only = member.split('|')
@@ -121,15 +123,13 @@ class CallTracker:
                 await self._poll_call(member, attempt_id, call_id, billing_only=bool(billing_only))
         except Exception:
             log.exception('poll_failed', attempt_id=masked_attempt(attempt_id), call_id=call_id)
-            with contextlib.suppress(Exception):
-                await self.rt.scripts.reschedule(k.TRACKING, [member], int(self.rt.settings.poll_interval * 1000))
+            self._later[member] = int(self.rt.settings.poll_interval * 1000)
         finally:
             self._leased.discard(member)
             if member in self._nudged:
                 self._nudged.discard(member)
-                with contextlib.suppress(Exception):
-                    # due now again, only where the entries still exist (reschedule.lua never adds)
-                    await self.rt.scripts.reschedule(k.TRACKING, [member, f'{member}|b'], 0)
+                # due now again, only where the entries still exist (rescheduling never adds)
+                self._later.update({member: 0, f'{member}|b': 0})
 
     def _next_poll_ms(self, call: dict[str, Any]) -> int:
         """When to look at a live call again: the safety net with webhooks, the interval without."""
@@ -156,9 +156,9 @@ class CallTracker:
             if isinstance(exc, AccountFault):
                 await open_account_fault(self.rt, exc)
             log.info('poll_deferred', attempt_id=masked_attempt(attempt_id), reason=str(exc))
-            await self.rt.scripts.reschedule(k.TRACKING, [member], interval_ms)
+            self._later[member] = interval_ms
             return
         if billing_only:
             await record_billing(self.rt, attempt_id, call, member)
         elif not await record_end(self.rt, attempt_id, call, member) and call.get('ended') is None:
-            await self.rt.scripts.reschedule(k.TRACKING, [member], self._next_poll_ms(call))
+            self._later[member] = self._next_poll_ms(call)

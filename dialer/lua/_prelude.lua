@@ -53,6 +53,17 @@ end
 local LEG_GRACE_MS = 5000
 
 -- A campaign with nothing left to dial or follow is completed and leaves its trunk's rotation.
+-- Move a member still in a schedule ZSET to ``later`` (one already removed stays removed). A member
+-- is leased by pushing it ahead (lease_due), so one that is due by now was nudged while its holder
+-- worked on it (a webhook asked for a look at once): it stays due now instead of being pushed back.
+local function reschedule_member(schedule, member, later, now)
+  local score = tonumber(redis.call('ZSCORE', schedule, member))
+  if score and score > now then
+    return redis.call('ZADD', schedule, 'XX', 'CH', later, member)
+  end
+  return 0
+end
+
 local function maybe_complete(campaign, trunk_campaigns, name)
   local open = 0
   for _, status in ipairs({'pending', 'dialing', 'in_call', 'retry_wait'}) do

@@ -1,13 +1,30 @@
 -- Claim due contacts for one trunk, holding a trunk slot (and an account slot) for each.
 -- KEYS: 1 clock offset, 2 trunk slots, 3 trunk unsent, 4 trunk hold, 5 account slots,
---       6 account hold, 7 trunk cursor, 8 claimed, then per campaign: hash, due, progress.
+--       6 account hold, 7 trunk cursor, 8 claimed, 9 the trunk's campaigns (set), then per
+--       campaign: hash, due, progress.
 -- ARGV: 1 trunk limit, 2 account limit (0 = none), 3 unsent cap, 4 batch, 5 claim lease ms,
---       6.. campaign names (same order as their keys).
--- Returns {wait_ms, job_ref...}: the job refs claimed, or how long nothing can be claimed.
+--       6.. campaign names (same order as their keys): what the caller believes KEYS[9] holds.
+-- Returns {wait_ms, job_ref...}: the job refs claimed (wait_ms then 1 if the batch ran out with room
+-- left, so claiming again at once may find more; 0 if not), or how long nothing can be claimed; or
+-- {-3, campaign...} when KEYS[9] differs from the names given: nothing claimed, the set returned.
+-- The pacer keeps each trunk's set between ticks and this check keeps it honest, so a tick is one
+-- round trip instead of a set read plus a claim.
 local now = now_ms()
 for _, hold in ipairs({KEYS[4], KEYS[6]}) do
   local ttl = redis.call('PTTL', hold)
   if ttl > 0 then return {ttl} end
+end
+
+local count = #ARGV - 5
+local listed = redis.call('SCARD', KEYS[9]) == count
+for i = 6, #ARGV do
+  if not listed then break end
+  listed = redis.call('SISMEMBER', KEYS[9], ARGV[i]) == 1
+end
+if not listed then
+  local members = redis.call('SMEMBERS', KEYS[9])
+  table.insert(members, 1, -3)
+  return members
 end
 
 local lease = now + tonumber(ARGV[5])
@@ -19,7 +36,6 @@ local room = math.min(
   tonumber(ARGV[4]))
 if room <= 0 then return {-1} end
 
-local count = (#KEYS - 8) / 3
 if count == 0 then return {-2} end
 -- Serve campaigns in turn, one contact each per round, starting where the last claim stopped,
 -- so that no campaign on a shared trunk starves another.
@@ -32,7 +48,7 @@ while room > 0 and open > 0 do
     if room == 0 then break end
     local i = (start + step) % count
     if not exhausted[i] then
-      local campaign, due, progress_key = KEYS[9 + 3 * i], KEYS[10 + 3 * i], KEYS[11 + 3 * i]
+      local campaign, due, progress_key = KEYS[10 + 3 * i], KEYS[11 + 3 * i], KEYS[12 + 3 * i]
       local first = nil
       -- a campaign with a fault (its agent is gone, its trunk is missing) waits for the fault to clear
       if redis.call('HGET', campaign, 'state') == 'active' and redis.call('HEXISTS', campaign, 'fault') == 0 then
@@ -67,5 +83,6 @@ while room > 0 and open > 0 do
     end
   end
 end
-if #claimed == 1 then claimed[1] = soonest or -2 end
+if #claimed == 1 then claimed[1] = soonest or -2
+elseif room == 0 and #claimed - 1 == tonumber(ARGV[4]) then claimed[1] = 1 end
 return claimed

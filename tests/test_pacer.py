@@ -1,0 +1,83 @@
+"""The pacer's tick against a real Redis: each trunk's campaigns are kept between ticks and checked by
+the claim script, so a tick is one round trip, and a campaign added or gone is still seen at once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from arq.connections import RedisSettings, create_pool
+from pydantic import SecretStr
+
+from dialer import constants as k
+from dialer.settings import Settings
+from tests.ledger import make_campaign
+from workers.pacer import Pacer
+from workers.runtime import Runtime
+
+
+@pytest.fixture
+async def pacer(redis, redis_url: str, tmp_path: Path):
+    trunks = tmp_path / 'trunks.toml'
+    trunks.write_text(
+        '[trunks.t1]\nhost = "sip.t1.example"\nfrom = "+14155550100"\nmax_concurrent = 50\ncalls_per_second = 100\n'
+    )
+    settings = Settings(
+        redis_url=redis_url,
+        trunks_file=trunks,
+        ultravox_base_url='http://127.0.0.1:9',
+        ultravox_api_key=SecretStr('key'),
+    )
+    runtime = Runtime.create(settings)
+    arq = await create_pool(RedisSettings.from_dsn(redis_url))
+    yield Pacer(runtime, arq)
+    await arq.aclose()
+    await runtime.close()
+
+
+def campaigns_of(job_refs: list[str]) -> list[str]:
+    return sorted(ref.split(':', 1)[0] for ref in job_refs)
+
+
+async def queued(pacer: Pacer) -> list[str]:
+    return sorted(await pacer.arq.zrange(pacer.arq.default_queue_name, 0, -1))
+
+
+async def test_a_campaign_added_to_a_trunk_the_pacer_already_dials_is_claimed_on_the_next_tick(redis, pacer) -> None:
+    await make_campaign(redis, 'a', numbers=3)
+    assert await pacer.tick() == (3, 0)
+    await make_campaign(redis, 'b', numbers=2)
+    claimed, _ = await pacer.tick()
+    assert claimed == 2
+    assert campaigns_of(await queued(pacer)) == ['a', 'a', 'a', 'b', 'b']
+
+
+async def test_while_a_trunks_campaigns_stay_the_same_a_tick_reads_no_set(redis, pacer, monkeypatch) -> None:
+    await make_campaign(redis, 'a', numbers=3)
+    await pacer.tick()
+
+    def no_pipeline(*_: object, **__: object) -> None:
+        raise AssertionError('the trunk set was read again although it did not change')
+
+    monkeypatch.setattr(pacer.rt.redis, 'pipeline', no_pipeline)
+    await redis.zadd(k.campaign_due('a'), {'+12125559999': 0})
+    await redis.hset(k.campaign_contacts('a'), '+12125559999', '{"i": "x", "l": 9}')
+    assert (await pacer.tick())[0] == 1
+
+
+async def test_a_campaign_that_left_its_trunk_is_no_longer_claimed_from(redis, pacer) -> None:
+    await make_campaign(redis, 'a', numbers=1)
+    await make_campaign(redis, 'b', numbers=1)
+    assert (await pacer.tick())[0] == 2
+    await redis.srem(k.trunk_campaigns('t1'), 'a')
+    await redis.zadd(k.campaign_due('a'), {'+12125559999': 0})
+    await redis.zadd(k.campaign_due('b'), {'+12125558888': 0})
+    assert (await pacer.tick())[0] == 1
+    assert campaigns_of(await queued(pacer)) == ['a', 'b', 'b']
+
+
+async def test_a_tick_limited_by_its_batch_asks_for_another_at_once(redis, pacer, monkeypatch) -> None:
+    monkeypatch.setattr('workers.pacer.CLAIM_BATCH', 2)
+    await make_campaign(redis, 'a', numbers=3)
+    assert await pacer.tick() == (2, -1)
+    assert await pacer.tick() == (1, 0)
