@@ -40,7 +40,7 @@ def campaigns_of(job_refs: list[str]) -> list[str]:
 
 
 async def queued(pacer: Pacer) -> list[str]:
-    return sorted(await pacer.arq.zrange(pacer.arq.default_queue_name, 0, -1))
+    return sorted(ref.decode() for ref in await pacer.arq.zrange(pacer.arq.default_queue_name, 0, -1))
 
 
 async def test_a_campaign_added_to_a_trunk_the_pacer_already_dials_is_claimed_on_the_next_tick(redis, pacer) -> None:
