@@ -32,6 +32,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -127,11 +128,23 @@ def wait_idle(pids: list[int], settle: float = 1.0, timeout: float = 60) -> None
         last = now
 
 
-def read_counts(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, ValueError):
-        return {'scripts': {}, 'pickups': 0, 'round_trips': 0}
+def read_counts(path: Path, pid: int) -> dict[str, Any]:
+    """The worker's counts as of now: ``counting.py`` writes them on SIGUSR1 (no periodic writer runs)."""
+
+    def current() -> dict[str, Any]:
+        try:
+            return json.loads(path.read_text())
+        except (FileNotFoundError, ValueError):
+            return {'scripts': {}, 'pickups': 0, 'round_trips': 0, 'seq': -1}
+
+    seen = current()['seq']
+    os.kill(pid, signal.SIGUSR1)
+    deadline = time.monotonic() + 10
+    while (counts := current())['seq'] == seen:
+        if time.monotonic() > deadline:
+            raise SystemExit('the worker did not write its counts')
+        time.sleep(0.02)
+    return counts
 
 
 def warm_up(fleet: Any, work: Path, client: redis.Redis, name: str) -> None:
@@ -170,7 +183,9 @@ def ours(url: str, work: Path, args: argparse.Namespace, talk: int, *, webhooks:
             receiver = benchlib.start_webhooks(fleet, hook_port, work)
             pids.append(receiver.pid)
         counts = work / f'{name}.json'
-        worker_env = {**fleet.env, **({'COUNTING_ARQ_UNFILTERED': '1'} if args.unfiltered_pickups else {})}
+        worker_env = {**fleet.env, 'COUNTING_INTERVAL': '0'}
+        if args.unfiltered_pickups:
+            worker_env['COUNTING_ARQ_UNFILTERED'] = '1'
         worker = subprocess.Popen(
             [sys.executable, str(Path(__file__).parent / 'counting.py'), str(counts), 'dialer', 'worker'],
             env=worker_env,
@@ -182,7 +197,7 @@ def ours(url: str, work: Path, args: argparse.Namespace, talk: int, *, webhooks:
             wait_idle(pids)
             # the warm-up's calls and requests are not the measured campaign's
             calls_before, requests_before = len(sim.records()), dict(sim.stats()['requests'])
-            before_cpu, before = cpu_of(pids), read_counts(counts)
+            before_cpu, before = cpu_of(pids), read_counts(counts, worker.pid)
             receiver_before = cpu_of(pids[:-1])
             started = time.monotonic()
             benchlib.load_campaign(fleet, work, name, args.calls)
@@ -190,8 +205,7 @@ def ours(url: str, work: Path, args: argparse.Namespace, talk: int, *, webhooks:
             seconds = time.monotonic() - started
             cpu = cpu_of(pids) - before_cpu
             receiver_cpu = cpu_of(pids[:-1]) - receiver_before
-            time.sleep(0.5)  # the counter file is rewritten every 0.2 s
-            after = read_counts(counts)
+            after = read_counts(counts, worker.pid)
         finally:
             fleet.workers.append(worker)
             fleet.stop_all()
