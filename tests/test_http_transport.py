@@ -105,6 +105,26 @@ async def test_requests_and_responses_pass_through_unchanged() -> None:
     assert len(seen) == 2  # one connection, kept alive, and nothing sent twice
 
 
+async def test_a_cookie_a_server_sets_is_never_sent_back() -> None:
+    heads: list[bytes] = []
+
+    async def sets_cookies(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            head, _ = await read_request(reader)
+            heads.append(head)
+            writer.write(respond(200, b'{}', {'Set-Cookie': 'session=abc; Path=/'}))
+            await writer.drain()
+
+    async with tcp_server(sets_cookies) as url, async_client(base_url=url) as client:
+        for _ in range(2):
+            assert (await client.get('/api/calls/1')).status_code == 200
+        with pytest.raises(TypeError, match='keep no cookies'):
+            client.cookies = {'session': 'abc'}
+    assert len(heads) == 2
+    assert not any(b'cookie:' in head.lower() for head in heads)
+    assert not client.cookies
+
+
 async def test_a_refused_connection_is_a_connect_error() -> None:
     async with async_client(base_url=refused_url()) as client:
         with pytest.raises(httpx.ConnectError):
