@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+from pydantic import SecretStr
+
 from campaigns.lifecycle import save_config
 from dialer import constants as k
 from dialer.models import CampaignConfig, ContactRecord
 from dialer.scripts import Scripts, SlotLimits
+from dialer.settings import Settings
+from tests.fleet_helpers import write_trunks
+from workers.runtime import Runtime
 
 
 LIMITS = SlotLimits(trunk=2, account=0)
+
+
+def runtime_on_t1(redis_url: str, tmp_path, concurrent: int, cps: float, **settings: object) -> Runtime:
+    """A worker's runtime whose trunks file holds trunk ``t1`` alone; Ultravox unreachable unless given."""
+    trunks = write_trunks(tmp_path / 'trunks.toml', 'sip.t1.example', {'t1': (concurrent, cps)})
+    defaults: dict[str, object] = {'ultravox_base_url': 'http://127.0.0.1:9', 'ultravox_api_key': SecretStr('key')}
+    return Runtime.create(Settings(redis_url=redis_url, trunks_file=trunks, **{**defaults, **settings}))
 
 
 async def make_campaign(redis, name: str = 'c1', trunk: str = 't1', numbers: int = 5) -> list[str]:

@@ -7,28 +7,15 @@ from pathlib import Path
 
 import pytest
 from arq.connections import RedisSettings, create_pool
-from pydantic import SecretStr
 
 from dialer import constants as k
-from dialer.settings import Settings
-from tests.ledger import make_campaign
+from tests.ledger import make_campaign, runtime_on_t1
 from workers.pacer import Pacer
-from workers.runtime import Runtime
 
 
 @pytest.fixture
 async def pacer(redis, redis_url: str, tmp_path: Path):
-    trunks = tmp_path / 'trunks.toml'
-    trunks.write_text(
-        '[trunks.t1]\nhost = "sip.t1.example"\nfrom = "+14155550100"\nmax_concurrent = 50\ncalls_per_second = 100\n'
-    )
-    settings = Settings(
-        redis_url=redis_url,
-        trunks_file=trunks,
-        ultravox_base_url='http://127.0.0.1:9',
-        ultravox_api_key=SecretStr('key'),
-    )
-    runtime = Runtime.create(settings)
+    runtime = runtime_on_t1(redis_url, tmp_path, concurrent=50, cps=100)
     arq = await create_pool(RedisSettings.from_dsn(redis_url))
     yield Pacer(runtime, arq)
     await arq.aclose()

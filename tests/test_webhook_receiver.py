@@ -12,10 +12,8 @@ from pydantic import SecretStr
 
 from dialer import constants as k
 from dialer.scripts import Scripts
-from dialer.settings import Settings
 from dialer.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign_webhook
-from tests.ledger import begin_first, live_call, make_campaign
-from workers.runtime import Runtime
+from tests.ledger import begin_first, live_call, make_campaign, runtime_on_t1
 from workers.webhooks import build_webhook_app
 
 
@@ -24,18 +22,7 @@ SECRET = 'whsec-test-0123456789'
 
 @pytest.fixture
 async def client(redis, redis_url: str, tmp_path: Path):
-    trunks = tmp_path / 'trunks.toml'
-    trunks.write_text(
-        '[trunks.t1]\nhost = "sip.t1.example"\nfrom = "+14155550100"\nmax_concurrent = 2\ncalls_per_second = 1\n'
-    )
-    settings = Settings(
-        redis_url=redis_url,
-        trunks_file=trunks,
-        webhook_secrets=[SecretStr(SECRET)],
-        ultravox_base_url='http://127.0.0.1:9',
-        ultravox_api_key=SecretStr('key'),
-    )
-    rt = Runtime.create(settings)
+    rt = runtime_on_t1(redis_url, tmp_path, concurrent=2, cps=1, webhook_secrets=[SecretStr(SECRET)])
     transport = httpx.ASGITransport(app=build_webhook_app(rt))
     async with httpx.AsyncClient(transport=transport, base_url='http://receiver') as http:
         yield http
