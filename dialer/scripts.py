@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 _NAMES: Final = (
     'now',
+    'retry_facts',
     'nudge',
     'claim',
     'begin',
@@ -72,6 +73,8 @@ def register(redis: Redis, name: str) -> AsyncScript:
 
 #: ``claim.lua``'s answer when the trunk's campaigns are not the ones it was given.
 STALE_CAMPAIGNS: Final = -3
+#: ``claim.lua``'s answer while a trunk's unsent set is refilled in batches (followed by the wait).
+REFILLING: Final = -4
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +87,18 @@ class Claimed:
     more: bool = False
     #: The trunk's campaigns, when they were not the ones named (nothing was claimed): claim again with these.
     campaigns: list[str] | None = None
+    #: The trunk sends at its rate and its unsent set is not yet half free: nothing was claimed, and
+    #: nothing will be before ``wait_ms`` (0: unknown, look on the next tick), whatever else changes.
+    refilling: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CallbackAsked:
+    """``finish.lua``'s answer when the agent recorded a disposition that asks for a call back."""
+
+    disposition: str
+    #: When the person asked to be called (epoch ms), if they said.
+    requested_ms: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +153,13 @@ class Scripts:
     async def now_ms(self) -> int:
         return int(await self._run('now', [], []))
 
+    async def retry_facts(self, campaign: str, number: str) -> tuple[int, str | None, str | None]:
+        """(Redis time in ms, the contact's progress JSON, its contact record JSON), in one round trip."""
+        now, progress, contact = await self._run(
+            'retry_facts', [k.campaign_progress(campaign), k.campaign_contacts(campaign)], [number]
+        )
+        return int(now), progress or None, contact or None
+
     async def claim(
         self,
         trunk: str,
@@ -165,6 +187,8 @@ class Scripts:
         )
         if int(result[0]) == STALE_CAMPAIGNS:
             return Claimed([], 0, campaigns=sorted(str(name) for name in result[1:]))
+        if int(result[0]) == REFILLING:
+            return Claimed([], max(int(result[1]), 0), refilling=True)
         if len(result) == 1:
             return Claimed([], int(result[0]))
         return Claimed([str(ref) for ref in result[1:]], 0, more=int(result[0]) == 1)
@@ -270,8 +294,14 @@ class Scripts:
         billing_poll_ms: int,
         job_ref: str = '',
         breaker: tuple[int, int] = (5, 30_000),
-    ) -> bool:
-        """Record an attempt's end; ``breaker`` is (failed calls in a row, cooldown ms) for the trunk."""
+        callback_dispositions: Sequence[str] = (),
+    ) -> bool | CallbackAsked:
+        """Record an attempt's end; ``breaker`` is (failed calls in a row, cooldown ms) for the trunk.
+
+        With ``callback_dispositions`` and no ``retry_at_ms``: when the agent recorded one of them on the
+        attempt, nothing is recorded and the disposition is returned (``CallbackAsked``) for the caller
+        to decide when to call back, then finish again with that time.
+        """
         name, number, attempt = k.parse_attempt_id(attempt_id)
         keys = [
             k.campaign(name),
@@ -302,9 +332,14 @@ class Scripts:
             billing_poll_ms,
             job_ref,
             *breaker,
+            ','.join(callback_dispositions),
             *self.outbox.args(),
         ]
-        return bool(await self._run('finish', keys, args))
+        result = await self._run('finish', keys, args)
+        if isinstance(result, list):
+            requested = result[2]
+            return CallbackAsked(str(result[1]), int(requested) if requested != '' else None)
+        return bool(result)
 
     async def settle_billing(
         self,

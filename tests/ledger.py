@@ -16,9 +16,16 @@ from workers.runtime import Runtime
 LIMITS = SlotLimits(trunk=2, account=0)
 
 
-def runtime_on_t1(redis_url: str, tmp_path, concurrent: int, cps: float, **settings: object) -> Runtime:
-    """A worker's runtime whose trunks file holds trunk ``t1`` alone; Ultravox unreachable unless given."""
-    trunks = write_trunks(tmp_path / 'trunks.toml', 'sip.t1.example', {'t1': (concurrent, cps)})
+def runtime_on_t1(
+    redis_url: str,
+    tmp_path,
+    concurrent: int,
+    cps: float,
+    more: dict[str, tuple[int, float]] | None = None,
+    **settings: object,
+) -> Runtime:
+    """A worker's runtime whose trunks file holds trunk ``t1`` (and ``more``); Ultravox unreachable unless given."""
+    trunks = write_trunks(tmp_path / 'trunks.toml', 'sip.t1.example', {'t1': (concurrent, cps), **(more or {})})
     defaults: dict[str, object] = {'ultravox_base_url': 'http://127.0.0.1:9', 'ultravox_api_key': SecretStr('key')}
     return Runtime.create(Settings(redis_url=redis_url, trunks_file=trunks, **{**defaults, **settings}))
 

@@ -42,8 +42,9 @@ log = structlog.get_logger(__name__)
 HOUSEKEEPING_INTERVAL = 2.0
 #: Most contacts claimed for one trunk in one script call.
 CLAIM_BATCH = 50
-#: ``tick``'s wait when a claim's batch ran out with room left: tick again at once.
-CLAIM_AGAIN = -1
+#: Longest sleep while every trunk with campaigns refills its unsent set (a slow trunk's next
+#: reservation may be a second away); trunks without campaigns are looked at after it.
+LONGEST_REFILL_WAIT = 1.0
 
 
 class Pacer:
@@ -63,18 +64,15 @@ class Pacer:
         while not stop.is_set():
             try:
                 await self._housekeeping()
-                claimed, wait_ms = await self.tick()
+                _, delay = await self.tick()
             except Exception:
                 log.exception('pacer_tick_failed')
-                claimed, wait_ms = 0, 1000
+                delay = 1.0
                 self._turned(redis_up=False)
             else:
                 self._turned(redis_up=True)
-            if claimed and wait_ms == CLAIM_AGAIN:
+            if delay <= 0:
                 continue
-            delay = self.rt.settings.pacer_interval
-            if wait_ms > 0:
-                delay = min(delay, wait_ms / 1000)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), delay)
 
@@ -82,9 +80,10 @@ class Pacer:
         if self.rt.health is not None:
             self.rt.health.loop_turned(redis_up=redis_up)
 
-    async def tick(self) -> tuple[int, int]:
-        """One claim per trunk that has active campaigns. Returns (claimed, soonest wait in ms), the
-        wait being ``CLAIM_AGAIN`` when a batch ran out with room left.
+    async def tick(self) -> tuple[int, float]:
+        """One claim per trunk that has active campaigns. Returns (claimed, seconds until the next tick):
+        0 when a batch ran out with room left (tick again at once), else at most ``pacer_interval``, or
+        longer while every trunk with campaigns is refilling its unsent set and says until when.
 
         Each trunk's campaigns are kept from the last tick: the claim script checks them against Redis
         and answers with the real set when they differ. Only trunks with none are read every tick (a
@@ -98,20 +97,31 @@ class Pacer:
                     pipe.smembers(k.trunk_campaigns(name))
                 for name, members in zip(unknown, await pipe.execute(), strict=True):
                     self._campaigns[name] = sorted(members)
-        claimed, soonest = 0, 0
+        claimed, delays = 0, []
         for trunk in trunks:
             result = await self._claim(trunk)
             if result is None:
                 continue
             if result.wait_ms == -1:
                 metrics.LIMITER_WAITS.labels(trunk=trunk.name, limit='concurrency').inc()
-            elif result.more:
-                soonest = CLAIM_AGAIN
-            elif result.wait_ms > 0 and soonest != CLAIM_AGAIN:
-                soonest = result.wait_ms if soonest == 0 else min(soonest, result.wait_ms)
+            delays.append(self._next_look(result))
             await self._enqueue(result.job_refs)
             claimed += len(result.job_refs)
-        return claimed, soonest
+        # trunks without campaigns set no bound: one loaded on them is seen a little later
+        return claimed, min(delays, default=self.rt.settings.pacer_interval)
+
+    def _next_look(self, result: Claimed) -> float:
+        """Seconds before this trunk needs another claim."""
+        interval = self.rt.settings.pacer_interval
+        if result.more:
+            return 0.0
+        if result.refilling and result.wait_ms > 0:
+            # nothing can be claimed for this trunk before then, whatever else changes
+            return min(result.wait_ms / 1000, LONGEST_REFILL_WAIT)
+        if result.wait_ms > 0:
+            # a hold lifting or a contact falling due: new contacts may come sooner
+            return min(result.wait_ms / 1000, interval)
+        return interval
 
     async def _claim(self, trunk: Trunk) -> Claimed | None:
         """Claim for one trunk with the campaigns it is known to have (None: it has none)."""

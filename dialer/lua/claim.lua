@@ -6,7 +6,9 @@
 --       6.. campaign names (same order as their keys): what the caller believes KEYS[9] holds.
 -- Returns {wait_ms, job_ref...}: the job refs claimed (wait_ms then 1 if the batch ran out with room
 -- left, so claiming again at once may find more; 0 if not), or how long nothing can be claimed; or
--- {-3, campaign...} when KEYS[9] differs from the names given: nothing claimed, the set returned.
+-- {-3, campaign...} when KEYS[9] differs from the names given: nothing claimed, the set returned; or
+-- {-4, ms} when the trunk's unsent set is being refilled (below): nothing claimed, claim again in ms
+-- (0: on the next tick).
 -- The pacer keeps each trunk's set between ticks and this check keeps it honest, so a tick is one
 -- round trip instead of a set read plus a claim.
 local now = now_ms()
@@ -29,12 +31,22 @@ end
 
 local lease = now + tonumber(ARGV[5])
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
-local room = math.min(
-  free_slots(KEYS[2], tonumber(ARGV[1]), now),
-  free_slots(KEYS[5], tonumber(ARGV[2]), now),
-  tonumber(ARGV[3]) - redis.call('ZCARD', KEYS[3]),
-  tonumber(ARGV[4]))
+local room = math.min(free_slots(KEYS[2], tonumber(ARGV[1]), now), free_slots(KEYS[5], tonumber(ARGV[2]), now))
 if room <= 0 then return {-1} end
+-- A trunk sending at its rate keeps its unsent set full of reservations. Topped up one contact per
+-- tick, every call cost a claim, an enqueue and a pickup; refilled once half of the set is free, each
+-- of those serves several calls, while the half still reserved keeps the trunk sending meanwhile.
+local cap = tonumber(ARGV[3])
+local refill = math.ceil(cap / 2)
+local unsent_room = cap - redis.call('ZCARD', KEYS[3])
+if unsent_room < refill then
+  -- a reservation says when it leaves the set; a claim not yet reserved does not (0: the next tick)
+  local index = refill - unsent_room - 1
+  local next_free = redis.call('ZRANGE', KEYS[3], index, index, 'WITHSCORES')
+  if next_free[1] and string.sub(next_free[1], -5) == '@rate' then return {-4, tonumber(next_free[2]) - now} end
+  return {-4, 0}
+end
+room = math.min(room, unsent_room, tonumber(ARGV[4]))
 
 if count == 0 then return {-2} end
 -- Serve campaigns in turn, one contact each per round, starting where the last claim stopped,
