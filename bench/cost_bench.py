@@ -64,6 +64,7 @@ class Figures:
     receiver_cpu: float = 0.0
     round_trips: int = 0
     requests: dict[str, int] | None = None
+    by_command: dict[str, int] | None = None
 
     @property
     def ms_per_call(self) -> float:
@@ -225,6 +226,9 @@ def ours(url: str, work: Path, args: argparse.Namespace, talk: int, *, webhooks:
         gets=int(requests.get('get_call', 0)),
         receiver_cpu=receiver_cpu,
         round_trips=after['round_trips'] - before['round_trips'],
+        by_command={
+            name: n - before.get('by_command', {}).get(name, 0) for name, n in after.get('by_command', {}).items()
+        },
         requests={name: int(n) for name, n in requests.items() if n},
     )
 
@@ -342,6 +346,10 @@ def report(figures: Figures, base: Figures | None, created: int) -> None:
             f'Ultravox GETs per call: {figures.gets / max(figures.calls, 1):.2f}; '
             f'worker Redis round trips per call: {figures.round_trips / max(figures.calls, 1):.1f}'
         )
+    if figures.by_command:
+        ranked = sorted(figures.by_command.items(), key=lambda x: -x[1])
+        per = ', '.join(f'{name} {n / max(figures.calls, 1):.2f}' for name, n in ranked if n)
+        print(f'  worker round trips per call by first command: {per}')
     if figures.requests:
         per = ', '.join(f'{name} {n / max(figures.calls, 1):.2f}' for name, n in sorted(figures.requests.items()))
         print(f'  simulator requests per call: {per}')

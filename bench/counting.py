@@ -31,8 +31,20 @@ _pickups = [0]
 _original = AbstractConnection.send_packed_command
 
 
+#: Round trips by their first command (a pipeline by its first: MULTI, or the first command sent).
+_by_command: dict[str, int] = {}
+
+
+def _first_command(command: Any) -> str:
+    packed = command if isinstance(command, (bytes, bytearray, memoryview)) else b''.join(command[:2])
+    parts = bytes(packed[:64]).split(b'\r\n')
+    return parts[2].decode(errors='replace').upper() if len(parts) > 2 else '?'  # *N, $len, NAME
+
+
 async def _counted(self: AbstractConnection, command: Any, check_health: bool = True) -> None:
     _count[0] += 1
+    name = _first_command(command)
+    _by_command[name] = _by_command.get(name, 0) + 1
     await _original(self, command, check_health)
 
 
@@ -83,7 +95,13 @@ def _reporter(path: Path) -> None:
     def write(*_: object) -> None:
         # replaced whole, so a reader never sees a half-written file (which would read as 0)
         written[0] += 1
-        counts = {'round_trips': _count[0], 'scripts': dict(_scripts), 'pickups': _pickups[0], 'seq': written[0]}
+        counts = {
+            'round_trips': _count[0],
+            'by_command': dict(_by_command),
+            'scripts': dict(_scripts),
+            'pickups': _pickups[0],
+            'seq': written[0],
+        }
         partial = path.with_suffix('.partial')
         partial.write_text(json.dumps(counts))
         partial.replace(path)

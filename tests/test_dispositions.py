@@ -14,7 +14,7 @@ from campaigns.policy import decide_callback, decide_retry
 from dialer import constants as k
 from dialer.dispositions import DispositionReport, record_disposition
 from dialer.models import CallingHours, CampaignConfig, ContactRecord, Outcome, RetryPolicy
-from dialer.scripts import Scripts
+from dialer.scripts import CallbackAsked, Scripts
 from dialer.tools import TOKEN_HEADER, ToolEndpoint, selected_tools, token_matches, tool_token
 from dialer.trunks import SipTrunk
 from dialer.ultravox import UltravoxClient, build_create_request
@@ -144,6 +144,49 @@ async def test_a_report_is_recorded_once_and_a_changed_report_replaces_it(redis)
     assert (record['dsp'], record['cb'], record.get('nt')) == ('callback_requested', 123, None)
     progress = json.loads(await redis.hget(k.campaign_progress('c1'), number))
     assert progress['dsp'] == 'callback_requested'
+
+
+async def test_ending_a_call_whose_agent_asked_for_a_call_back_waits_for_its_time_and_writes_nothing_before(
+    redis,
+) -> None:
+    attempt_id = await live_call(redis)
+    report = DispositionReport(attempt_id, 'call-1', 'callback_requested', callback_at_ms=123)
+    await record_disposition(redis, report)
+    scripts = Scripts(redis)
+    end = {'tracking_member': f'{attempt_id}|call-1', 'billing_final': True, 'billing_poll_ms': 1}
+    fields = {'call': 'call-1', 'sip': 5, 'agent': 5}
+    asked = await scripts.finish(
+        attempt_id, 't1', 'answered', fields, retry_at_ms=None, callback_dispositions=['callback_requested'], **end
+    )
+    assert asked == CallbackAsked('callback_requested', 123)
+    _, number, attempt = k.parse_attempt_id(attempt_id)
+    assert json.loads(await redis.hget(k.campaign_attempts('c1'), f'{number}:{attempt}'))['st'] != 'ended'
+    # a disposition the policy does not call back ends the call at once, as does the time decided
+    other = await scripts.finish(
+        attempt_id, 't1', 'answered', fields, retry_at_ms=None, callback_dispositions=['interested'], **end
+    )
+    assert other is True
+    assert await redis.zscore(k.campaign_due('c1'), number) is None
+
+
+async def test_the_decided_call_back_time_is_where_the_contact_is_due_again(redis) -> None:
+    attempt_id = await live_call(redis)
+    await record_disposition(redis, DispositionReport(attempt_id, 'call-1', 'callback_requested'))
+    scripts = Scripts(redis)
+    end = {'tracking_member': f'{attempt_id}|call-1', 'billing_final': True, 'billing_poll_ms': 1}
+    asked = await scripts.finish(
+        attempt_id,
+        't1',
+        'answered',
+        {'call': 'call-1'},
+        retry_at_ms=None,
+        callback_dispositions=['callback_requested'],
+        **end,
+    )
+    assert asked == CallbackAsked('callback_requested', None)
+    assert await scripts.finish(attempt_id, 't1', 'answered', {'call': 'call-1'}, retry_at_ms=99_000, **end) is True
+    _, number, _ = k.parse_attempt_id(attempt_id)
+    assert await redis.zscore(k.campaign_due('c1'), number) == 99_000
 
 
 async def test_a_report_naming_another_call_or_attempt_changes_nothing(redis) -> None:

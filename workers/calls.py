@@ -16,6 +16,7 @@ from dialer.billing import Billing, answered_seconds, billing_of, medium_kind
 from dialer.logs import masked_attempt
 from dialer.models import Outcome, attempts_counted
 from dialer.outcomes import classify_call, end_reason_summary
+from dialer.scripts import CallbackAsked
 from dialer.ultravox import RequestRejected
 from dialer.voicemail import detect_voicemail
 
@@ -46,12 +47,13 @@ def _ms_to_datetime(ms: int) -> datetime:
 async def retry_at(
     rt: Runtime, config: CampaignConfig, attempt_id: str, outcome: Outcome, *, final: bool = False
 ) -> int | None:
-    """When the contact is next due after this attempt's ``outcome`` (None: no further attempt)."""
-    if final:
+    """When the contact is next due after this attempt's ``outcome`` (None: no further attempt).
+
+    An answered call is never retried for its outcome; only its disposition may ask for a call back,
+    which :func:`finish_attempt` learns from the finish script itself.
+    """
+    if final or outcome is Outcome.ANSWERED:
         return None
-    if outcome is Outcome.ANSWERED:
-        # an answered call is never retried for its outcome; only its disposition may ask for a call back
-        return await _callback_at(rt, config, attempt_id)
     if outcome not in config.retry.retry_on:
         return None  # decided by the policy alone: spare the Redis round trips below
     return await _decide(
@@ -64,24 +66,42 @@ async def retry_at(
     )
 
 
-async def _callback_at(rt: Runtime, config: CampaignConfig, attempt_id: str) -> int | None:
-    """The disposition step: reads what the agent recorded on the attempt (outcome tool) and, for a
-    disposition the policy calls back (``callback_requested``), schedules the time the person asked for."""
-    if not config.retry.retry_dispositions:
-        return None
-    name, number, attempt = k.parse_attempt_id(attempt_id)
-    raw = await rt.redis.hget(k.campaign_attempts(name), f'{number}:{attempt}')
-    record = json.loads(raw) if raw else {}
-    disposition = record.get('dsp')
-    if disposition not in config.retry.retry_dispositions:
-        return None
-    requested = _ms_to_datetime(int(record['cb'])) if record.get('cb') is not None else None
+async def finish_attempt(
+    rt: Runtime,
+    config: CampaignConfig,
+    attempt_id: str,
+    outcome: Outcome,
+    fields: dict[str, Any],
+    *,
+    final: bool = False,
+    **finish: Any,
+) -> tuple[bool, int | None]:
+    """Record the attempt's end with its retry decision: (recorded, retry at ms).
+
+    The disposition step: for an answered call the finish script reads what the agent recorded on the
+    attempt (the outcome tool). Only a disposition the policy calls back (``callback_requested``) costs
+    a second step: the time the person asked for is scheduled and the end recorded with it.
+    """
+    retry = await retry_at(rt, config, attempt_id, outcome, final=final)
+    asked = config.retry.retry_dispositions if outcome is Outcome.ANSWERED and not final else ()
+    finished = await rt.scripts.finish(
+        attempt_id, config.trunk, outcome.value, fields, retry_at_ms=retry, callback_dispositions=asked, **finish
+    )
+    if isinstance(finished, CallbackAsked):
+        retry = await _callback_at(rt, config, attempt_id, finished)
+        finished = await rt.scripts.finish(attempt_id, config.trunk, outcome.value, fields, retry_at_ms=retry, **finish)
+    return bool(finished), retry
+
+
+async def _callback_at(rt: Runtime, config: CampaignConfig, attempt_id: str, asked: CallbackAsked) -> int | None:
+    """When to call back a contact whose agent recorded ``asked`` (at the time the person asked for, if any)."""
+    requested = _ms_to_datetime(asked.requested_ms) if asked.requested_ms is not None else None
     return await _decide(
         rt,
         config,
         attempt_id,
         lambda made, zones, times, now: decide_callback(
-            config.retry, config.hours, zones, disposition, requested, made, times, now
+            config.retry, config.hours, zones, asked.disposition, requested, made, times, now
         ),
     )
 
@@ -94,10 +114,7 @@ async def _decide(
 ) -> int | None:
     """Run a retry decision with the contact's budget, zones, attempt times and Redis time."""
     name, number, attempt = k.parse_attempt_id(attempt_id)
-    async with rt.redis.pipeline(transaction=False) as pipe:
-        pipe.hget(k.campaign_progress(name), number)
-        pipe.hget(k.campaign_contacts(name), number)
-        raw_progress, raw_contact = await pipe.execute()
+    now_ms, raw_progress, raw_contact = await rt.scripts.retry_facts(name, number)
     if raw_progress is None:
         return None
     progress = json.loads(raw_progress)
@@ -105,7 +122,7 @@ async def _decide(
     if made >= config.retry.max_attempts:
         return None
     contact = json.loads(raw_contact) if raw_contact else {}
-    now = _ms_to_datetime(await rt.scripts.now_ms())
+    now = _ms_to_datetime(now_ms)
     try:
         zones = contact_zones(number, contact.get('z'), config.default_timezone)
         decision = decide(made, zones, [_ms_to_datetime(ms) for ms in progress.get('ts') or []], now)
@@ -152,13 +169,12 @@ async def record_end(rt: Runtime, attempt_id: str, call: Mapping[str, Any], memb
         fields.update(await voicemail_fields(rt, config, call))
         if fields.get('vm'):
             outcome = Outcome.VOICEMAIL
-    retry = await retry_at(rt, config, attempt_id, outcome)
-    recorded = await rt.scripts.finish(
+    recorded, retry = await finish_attempt(
+        rt,
+        config,
         attempt_id,
-        config.trunk,
-        outcome.value,
+        outcome,
         fields,
-        retry_at_ms=retry,
         tracking_member=member,
         billing_final=billing.final,
         billing_poll_ms=rt.live_poll_ms,

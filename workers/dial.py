@@ -31,7 +31,7 @@ from dialer.ultravox import (
     UltravoxError,
     build_create_request,
 )
-from workers.calls import count_end, retry_at
+from workers.calls import count_end, finish_attempt
 from workers.faults import open_account_fault, open_campaign_fault
 from workers.phone_leg import place_phone_leg
 
@@ -343,13 +343,13 @@ async def _close(
     final: bool = True,
 ) -> None:
     """End the attempt with ``outcome`` although no call was made."""
-    retry = await retry_at(rt, config, attempt_id, outcome, final=final)
-    recorded = await rt.scripts.finish(
+    recorded, retry = await finish_attempt(
+        rt,
+        config,
         attempt_id,
-        config.trunk,
-        outcome.value,
+        outcome,
         {'r': reason[:500], 'sip': 0, 'agent': 0, 'bsrc': 'computed'},
-        retry_at_ms=retry,
+        final=final,
         billing_final=True,
         billing_poll_ms=0,
         job_ref=job_ref,

@@ -50,7 +50,7 @@ from dialer.providers import (
 from dialer.scripts import register
 from dialer.trunks import TrunkConfigError
 from dialer.ultravox import CallNotFound, UltravoxError
-from workers.calls import billing_fields, count_end, retry_at, tracking_member, voicemail_fields
+from workers.calls import billing_fields, count_end, finish_attempt, tracking_member, voicemail_fields
 
 
 if TYPE_CHECKING:
@@ -258,13 +258,13 @@ async def _finish(
     billing_final: bool,
     final: bool = False,
 ) -> bool:
-    retry = await retry_at(rt, config, attempt_id, outcome, final=final)
-    recorded = await rt.scripts.finish(
+    recorded, retry = await finish_attempt(
+        rt,
+        config,
         attempt_id,
-        config.trunk,
-        outcome.value,
+        outcome,
         fields,
-        retry_at_ms=retry,
+        final=final,
         tracking_member=member,
         billing_final=billing_final,
         billing_poll_ms=int(rt.settings.poll_interval * 1000),

@@ -7,8 +7,10 @@
 -- ARGV: 1 campaign name, 2 number, 3 attempt, 4 outcome, 5 record fields (JSON),
 --       6 retry at ms ('' = final), 7 tracking member ('' = none), 8 billing final ('1'/'0'),
 --       9 billing poll ms, 10 job ref ('' = none), 11 breaker threshold, 12 breaker cooldown ms,
---       13.. the outbox tail
--- Returns 1 if this call recorded the end, 0 if it was already recorded (or names another call).
+--       13 dispositions that ask for a call back (comma-separated, '' = none), 14.. the outbox tail
+-- Returns 1 if this call recorded the end, 0 if it was already recorded (or names another call), or
+-- {2, disposition, requested ms or ''} when the agent recorded one of ARGV[13] on the attempt and no
+-- retry time was given: nothing written; the caller decides the call back and finishes again with it.
 local now = now_ms()
 local number, attempt = ARGV[2], tonumber(ARGV[3])
 local field = number .. ':' .. attempt
@@ -21,6 +23,13 @@ end
 local fields = cjson.decode(ARGV[5])
 -- only the attempt's own call can end it: a report about any other call changes nothing
 if fields.call and fields.call ~= record.call then return 0 end
+-- Reading the disposition here spares every answered call a round trip of its own; the time of the
+-- call back is the caller's to decide (the contact's zones, hours and budget).
+if ARGV[6] == '' and ARGV[13] ~= '' and record.dsp then
+  for asked in string.gmatch(ARGV[13], '[^,]+') do
+    if asked == record.dsp then return {2, record.dsp, record.cb or ''} end
+  end
+end
 for key, value in pairs(fields) do record[key] = value end
 record.st, record.o, record.eo = 'ended', ARGV[4], now
 local attempt_id = ARGV[1] .. ':' .. field
@@ -77,7 +86,7 @@ elseif record.call then
 end
 -- Result webhooks: the events of this end are appended in this same step (an outcome never exists
 -- without its event); maybe_complete below adds campaign.completed.
-if outbox_open(16, 13) then
+if outbox_open(16, 14) then
   local contact = get_json(KEYS[15], number) or {}
   local okey = ARGV[1] .. ':' .. number
   local about = {campaign = ARGV[1], contact_id = contact.i, phone = number}
