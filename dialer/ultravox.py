@@ -286,6 +286,8 @@ class UltravoxClient:
             max_connections=max_connections,
             transport=transport,
         )
+        #: The base URL without its trailing slash: every path here starts with one.
+        self._root = str(self._client.base_url).rstrip('/')
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Self:
@@ -323,8 +325,10 @@ class UltravoxClient:
         secrets = [self._api_key.get_secret_value(), *_secrets_in(body)]
         try:
             # A tuple of pairs keeps repeated keys and their order (httpx's types accept it covariantly).
-            query = tuple(params.items() if isinstance(params, Mapping) else params or ())
-            response = await self._client.request(method, path, params=query, json=body)
+            # None rather than empty, and an absolute URL: httpx parses the URL again for each of a
+            # relative path, a base URL to merge and params to merge (about a third of its CPU per request).
+            query = tuple(params.items() if isinstance(params, Mapping) else params or ()) or None
+            response = await self._client.request(method, self._root + path, params=query, json=body)
         except httpx.RequestError as exc:
             ULTRAVOX_RESPONSES.labels(endpoint=endpoint, status_class='error').inc()
             created = not isinstance(exc, _NOT_SENT)
