@@ -560,3 +560,17 @@ def test_an_ad_hoc_prompt_gets_each_contacts_values_filled_in() -> None:
     assert request.body['systemPrompt'] == 'Call Ada about the gold plan. {{#x}}{{unknown}}'
     assert 'templateContext' not in request.body
     assert schema_errors(request.body, 'ultravox.v1.StartCallRequest') == []
+
+
+@pytest.mark.parametrize('base', ['http://ultravox.invalid', 'http://ultravox.invalid/', 'http://gw.invalid/uv/v1/'])
+async def test_every_request_goes_under_the_base_url_with_its_query_and_nothing_else(base: str) -> None:
+    recorder = Recorder(httpx.Response(200, json={'results': [], 'next': None}))
+    client = UltravoxClient(base, SecretStr(API_KEY), transport=httpx.MockTransport(recorder), sleep=Sleeps())
+    await client.find_calls({'attempt_id': 'c:+1:1'})
+    await client.get_call('call/1')
+    await client.aclose()
+    prefix = base.rstrip('/')
+    assert [str(request.url) for request in recorder.requests] == [
+        f'{prefix}/api/calls?metadata.attempt_id=c%3A%2B1%3A1',
+        f'{prefix}/api/calls/call%2F1',
+    ]
