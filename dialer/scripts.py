@@ -93,6 +93,15 @@ class Claimed:
 
 
 @dataclass(frozen=True, slots=True)
+class FinishedJob:
+    """A job queue's entry and keys, removed by the script that records what the job was for."""
+
+    queue: str
+    member: str
+    keys: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class CallbackAsked:
     """``finish.lua``'s answer when the agent recorded a disposition that asks for a call back."""
 
@@ -265,7 +274,10 @@ class Scripts:
         *,
         lease_ms: int,
         first_poll_ms: int,
+        job: FinishedJob | None = None,
     ) -> bool:
+        """Record the attempt's call; with ``job``, the job queue entry and keys of the job that made the
+        create are removed in the same step (only when this call recorded it)."""
         name, number, attempt = k.parse_attempt_id(attempt_id)
         keys = [
             k.campaign(name),
@@ -278,7 +290,19 @@ class Scripts:
             k.ACCOUNT_FAILURES,
             k.AMBIGUOUS,
         ]
-        args = [number, attempt, attempt_id, call_id, lease_ms, first_poll_ms, limits.trunk, limits.account]
+        args: list[object] = [
+            number,
+            attempt,
+            attempt_id,
+            call_id,
+            lease_ms,
+            first_poll_ms,
+            limits.trunk,
+            limits.account,
+        ]
+        if job is not None:
+            keys += [job.queue, *job.keys]
+            args.append(job.member)
         return bool(await self._run('created', keys, args))
 
     async def finish(

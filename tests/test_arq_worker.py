@@ -125,3 +125,37 @@ async def test_an_idle_worker_starts_a_job_at_once_when_woken_and_otherwise_only
         with contextlib.suppress(asyncio.CancelledError):
             await main
         await worker.close()
+
+
+async def test_a_job_finished_by_its_own_script_is_left_alone_by_arq_and_any_other_is_finished_by_arq(
+    redis_url: str, redis, monkeypatch
+) -> None:
+    finished_by_arq: list[str] = []
+    arq_finish = Worker.finish_job
+
+    async def counted_finish(self: Worker, job_id: str, *args: Any) -> None:
+        finished_by_arq.append(job_id)
+        await arq_finish(self, job_id, *args)
+
+    monkeypatch.setattr(Worker, 'finish_job', counted_finish)
+
+    async def job(ctx: dict[str, Any], finisher: str) -> None:
+        running = ctx['running_job'](ctx['job_id'])
+        if finisher == 'itself':
+            # what created.lua does with the record: the queue entry and every key of the job go
+            entry = running.entry
+            await redis.zrem(entry.queue, entry.member)
+            await redis.delete(*entry.keys)
+            running.finished()
+
+    pool = await create_pool(RedisSettings.from_dsn(redis_url))
+    worker = DialerWorker(functions=[func(job, name='job')], redis_pool=pool, handle_signals=False, keep_result=0)
+    try:
+        await pool.enqueue_job('job', 'itself', _job_id='own')
+        await pool.enqueue_job('job', 'arq', _job_id='arqs')
+        await worker._poll_iteration()
+        await asyncio.gather(*worker.tasks.values())
+    finally:
+        await worker.close()
+    assert finished_by_arq == ['arqs']
+    assert await redis.keys('arq:*') == []  # both finished: nothing queued, running or counted is left

@@ -6,7 +6,7 @@ import json
 
 from campaigns.lifecycle import change_state
 from dialer import constants as k
-from dialer.scripts import Scripts, SlotLimits
+from dialer.scripts import FinishedJob, Scripts, SlotLimits
 from tests.ledger import LIMITS, begin_first, claim, make_campaign
 
 
@@ -184,3 +184,22 @@ async def test_a_claim_given_other_campaigns_than_the_trunk_has_claims_nothing_a
     assert (stale.job_refs, stale.campaigns) == ([], ['a', 'b'])
     assert await redis.zcard(k.trunk_slots('t1')) == 0
     assert (await claim(scripts, ('b', 'a'))).campaigns is None, 'order does not matter'
+
+
+async def test_recording_a_call_finishes_the_job_that_made_it_and_a_second_record_touches_no_job(redis) -> None:
+    await make_campaign(redis, numbers=1)
+    scripts = Scripts(redis)
+    attempt_id = (await begin_first(scripts)).split('#')[0]
+    job = FinishedJob('arq:queue', 'job-1', ('arq:job:job-1', 'arq:retry:job-1', 'arq:in-progress:job-1'))
+    await redis.zadd(job.queue, {job.member: 1})
+    for key in job.keys:
+        await redis.set(key, '1')
+    assert await scripts.created(attempt_id, 't1', 'call-1', LIMITS, lease_ms=100_000, first_poll_ms=1, job=job)
+    assert await redis.zscore(job.queue, job.member) is None
+    assert await redis.exists(*job.keys) == 0
+    # a rerun that finds the call recorded finishes nothing: its own job is arq's to finish
+    await redis.zadd(job.queue, {job.member: 1})
+    await redis.set(job.keys[0], '1')
+    assert not await scripts.created(attempt_id, 't1', 'call-1', LIMITS, lease_ms=100_000, first_poll_ms=1, job=job)
+    assert await redis.zscore(job.queue, job.member) == 1
+    assert await redis.exists(job.keys[0]) == 1

@@ -5,23 +5,38 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+from dataclasses import dataclass
 from importlib.resources import files
 from typing import TYPE_CHECKING, Any
 
 from arq.connections import create_pool, log_redis_info
-from arq.constants import in_progress_key_prefix
+from arq.constants import in_progress_key_prefix, job_key_prefix, retry_key_prefix
 from arq.utils import timestamp_ms
 from arq.worker import Worker
 from arq.worker import logger as arq_logger
 
+from dialer.scripts import FinishedJob
+
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from redis.commands.core import AsyncScript
 
 
 _PICKUP_LUA = (files('dialer') / 'lua' / 'arq_pickup.lua').read_text()
 #: How often a worker that is running ``max_jobs`` jobs looks again: a finished job's place is taken soon.
 BUSY_POLL_DELAY = 0.02
+
+
+@dataclass(frozen=True, slots=True)
+class RunningJob:
+    """An arq job's queue entry and keys, for the script that records what the job was for to remove
+    with it (``Scripts.created``); ``finished`` then tells the worker to leave them alone."""
+
+    entry: FinishedJob
+    finished: Callable[[], None]
 
 
 class DialerWorker(Worker):
@@ -46,10 +61,40 @@ class DialerWorker(Worker):
         self._pickup: AsyncScript | None = None
         #: Jobs taken by the pickup script (bench/counting.py reports it per call).
         self.picked_up = 0
+        #: Running jobs whose keys a script of theirs already removed (see :meth:`finish_job`).
+        self._finished_by_job: set[str] = set()
+        self.ctx['running_job'] = self.running_job
 
     def wake(self) -> None:
         """New jobs are queued: look for them now."""
         self._wake.set()
+
+    def running_job(self, job_id: str) -> RunningJob:
+        """A running job (``ctx['running_job'](ctx['job_id'])`` in a job), to be finished by a script of its own."""
+        keys = (job_key_prefix + job_id, retry_key_prefix + job_id, in_progress_key_prefix + job_id)
+        return RunningJob(
+            FinishedJob(self.queue_name, job_id, keys), functools.partial(self._finished_by_job.add, job_id)
+        )
+
+    async def finish_job(
+        self,
+        job_id: str,
+        finish: bool,
+        result_data: bytes | None,
+        result_timeout_s: float | None,
+        keep_result_forever: bool,
+        incr_score: int | None,
+        keep_in_progress: float | None,
+    ) -> None:
+        """arq's, except for a job whose own script removed its keys (a dial job's ``created.lua``): once
+        its call is recorded there is nothing left to finish or to run again, and this round trip is
+        spared (issue 16)."""
+        if job_id in self._finished_by_job:
+            self._finished_by_job.discard(job_id)
+            return
+        await super().finish_job(
+            job_id, finish, result_data, result_timeout_s, keep_result_forever, incr_score, keep_in_progress
+        )
 
     async def _poll_iteration(self) -> None:
         """One look at the queue: due jobs read and taken in one round trip (``dialer/lua/arq_pickup.lua``).

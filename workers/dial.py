@@ -39,6 +39,7 @@ from workers.phone_leg import place_phone_leg
 if TYPE_CHECKING:
     from dialer.models import CampaignConfig
     from dialer.trunks import Trunk
+    from workers.arq_worker import RunningJob
     from workers.runtime import Runtime
 
 
@@ -54,6 +55,8 @@ TRUNK_MISSING_DELAY_MS = 5_000
 
 async def dial_attempt(ctx: dict[str, Any], job_ref: str) -> str:
     rt: Runtime = ctx['runtime']
+    # the arq job is finished by the script that records its call (workers/arq_worker.py)
+    job: RunningJob | None = ctx['running_job'](ctx['job_id']) if 'running_job' in ctx else None
     name, number, attempt = job_ref_parts(job_ref)
     attempt_id = k.attempt_id(name, number, attempt)
     config = await rt.configs.get(name)
@@ -64,7 +67,7 @@ async def dial_attempt(ctx: dict[str, Any], job_ref: str) -> str:
                 trunk = rt.trunks.get(config.trunk)
             except TrunkConfigError:
                 return await _trunk_missing(rt, job_ref, attempt_id, config)
-            return await _dial(rt, job_ref, attempt_id, config, trunk)
+            return await _dial(rt, job_ref, attempt_id, config, trunk, job)
     finally:
         structlog.contextvars.unbind_contextvars('campaign', 'attempt', 'trunk', 'contact_id', 'call_id')
 
@@ -81,7 +84,9 @@ async def _trunk_missing(rt: Runtime, job_ref: str, attempt_id: str, config: Cam
     return 'trunk_missing'
 
 
-async def _dial(rt: Runtime, job_ref: str, attempt_id: str, config: CampaignConfig, trunk: Trunk) -> str:
+async def _dial(
+    rt: Runtime, job_ref: str, attempt_id: str, config: CampaignConfig, trunk: Trunk, job: RunningJob | None
+) -> str:
     started = time.monotonic()
     begun = await rt.scripts.begin(
         job_ref, trunk.name, rt.slot_limits(trunk), rt.claim_lease_ms, rt.call_lease_ms(config)
@@ -98,7 +103,7 @@ async def _dial(rt: Runtime, job_ref: str, attempt_id: str, config: CampaignConf
     structlog.contextvars.bind_contextvars(contact_id=contact.contact_id)
 
     if begun.verdict == 'ambiguous':
-        return await _resolve_ambiguous(rt, attempt_id, config, trunk, started)
+        return await _resolve_ambiguous(rt, attempt_id, config, trunk, started, job)
 
     _, number, attempt = k.parse_attempt_id(attempt_id)
     now = datetime.fromtimestamp(begun.now_ms / 1000, UTC)
@@ -123,7 +128,7 @@ async def _dial(rt: Runtime, job_ref: str, attempt_id: str, config: CampaignConf
         attempt=attempt,
         tools=rt.tool_endpoint,
     )
-    return await _create(rt, job_ref, attempt_id, config, trunk, request, started)
+    return await _create(rt, job_ref, attempt_id, config, trunk, request, started, job)
 
 
 async def _create(
@@ -134,6 +139,7 @@ async def _create(
     trunk: Trunk,
     request: Any,
     started: float,
+    job: RunningJob | None,
 ) -> str:
     for tries in range(1, CREATE_TRIES + 1):
         if not await _wait_for_rate_token(rt, job_ref, attempt_id, trunk):
@@ -159,7 +165,7 @@ async def _create(
                 return 'api_error'
             await asyncio.sleep(min(2.0**tries, 8) * random.uniform(0.5, 1.0))  # noqa: S311  jitter only
             continue
-        await _record_created(rt, attempt_id, config, trunk, call, started)
+        await _record_created(rt, attempt_id, config, trunk, call, started, job)
         return 'created'
     return 'api_error'  # pragma: no cover - the loop always returns
 
@@ -259,7 +265,9 @@ async def _held(rt: Runtime, job_ref: str, trunk: Trunk, reason: str) -> str:
     return reason
 
 
-async def _resolve_ambiguous(rt: Runtime, attempt_id: str, config: CampaignConfig, trunk: Trunk, started: float) -> str:
+async def _resolve_ambiguous(
+    rt: Runtime, attempt_id: str, config: CampaignConfig, trunk: Trunk, started: float, job: RunningJob | None
+) -> str:
     """Look up a create whose response was lost; never dial it again while it could still become a call.
 
     Ultravox may finish a create long after our request gave up, so a lookup that finds nothing is not
@@ -280,7 +288,7 @@ async def _resolve_ambiguous(rt: Runtime, attempt_id: str, config: CampaignConfi
         if len(calls) > 1:
             log.error('duplicate_calls_for_attempt', calls=len(calls))
         call = min(calls, key=lambda c: str(c.get('created')))
-        await _record_created(rt, attempt_id, config, trunk, call, started)
+        await _record_created(rt, attempt_id, config, trunk, call, started, job)
         metrics.AMBIGUOUS_CREATES.labels(trunk=trunk.name, resolution='found').inc()
         log.info('ambiguous_create_found', call_id=call.get('callId'))
         return 'created'
@@ -304,8 +312,10 @@ async def _record_created(
     trunk: Trunk,
     call: dict[str, Any],
     started: float,
+    job: RunningJob | None = None,
 ) -> None:
-    """Ultravox says ``call`` exists: count it, and record it unless the attempt already moved on."""
+    """Ultravox says ``call`` exists: count it, and record it unless the attempt already moved on (the
+    arq job ``job`` is finished with the record: a rerun would have nothing left to do)."""
     call_id = str(call['callId'])
     recorded = await rt.scripts.created(
         attempt_id,
@@ -314,7 +324,10 @@ async def _record_created(
         rt.slot_limits(trunk),
         lease_ms=rt.call_lease_ms(config),
         first_poll_ms=rt.first_poll_ms,
+        job=job.entry if job is not None else None,
     )
+    if recorded and job is not None:
+        job.finished()
     # counted even when the script found the attempt already ended: it is still a call created
     metrics.CALLS_CREATED.labels(trunk=trunk.name, campaign=config.name).inc()
     if recorded:

@@ -2,10 +2,12 @@
 -- call, and the call is followed by the fleet's trackers.
 -- KEYS: 1 clock, 2 campaign, 3 progress, 4 attempts, 5 trunk slots, 6 account slots,
 --       7 trunk unsent, 8 tracking, 9 account failures (the breaker counts consecutive failures),
---       10 ambiguous attempts
+--       10 ambiguous attempts, then optionally: 11 the job queue (ZSET), 12.. the job's own keys
 -- ARGV: 1 number, 2 attempt, 3 attempt id, 4 call id, 5 lease ms, 6 first poll ms,
---       7 trunk limit, 8 account limit
+--       7 trunk limit, 8 account limit, 9 the job's queue member (with KEYS[11])
 -- Returns 1 if this call recorded the creation, 0 if it was already recorded.
+-- With a job given, the job that made the create is finished here too: once the call is recorded
+-- there is nothing left for it to do or to run again, so its keys go with the record.
 local now = now_ms()
 local number, attempt = ARGV[1], tonumber(ARGV[2])
 local field = number .. ':' .. attempt
@@ -27,4 +29,8 @@ hold_slot(KEYS[6], tonumber(ARGV[8]), ARGV[3], deadline)
 redis.call('ZREM', KEYS[7], ARGV[3])
 redis.call('DEL', KEYS[9])
 redis.call('ZADD', KEYS[8], now + tonumber(ARGV[6]), ARGV[3] .. '|' .. ARGV[4])
+if KEYS[11] then
+  redis.call('ZREM', KEYS[11], ARGV[9])
+  for i = 12, #KEYS do redis.call('DEL', KEYS[i]) end
+end
 return 1
