@@ -158,4 +158,7 @@ async def test_a_job_finished_by_its_own_script_is_left_alone_by_arq_and_any_oth
     finally:
         await worker.close()
     assert finished_by_arq == ['arqs']
-    assert await redis.keys('arq:*') == []  # both finished: nothing queued, running or counted is left
+    # both finished: neither is queued, running or counted any more
+    assert await redis.zrange('arq:queue', 0, -1) == []
+    for job_id in ('own', 'arqs'):
+        assert await redis.exists(f'arq:job:{job_id}', f'arq:retry:{job_id}', f'arq:in-progress:{job_id}') == 0
