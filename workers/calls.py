@@ -44,7 +44,7 @@ def _ms_to_datetime(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, UTC)
 
 
-async def retry_at(
+async def _retry_at(
     rt: Runtime, config: CampaignConfig, attempt_id: str, outcome: Outcome, *, final: bool = False
 ) -> int | None:
     """When the contact is next due after this attempt's ``outcome`` (None: no further attempt).
@@ -82,7 +82,7 @@ async def finish_attempt(
     attempt (the outcome tool). Only a disposition the policy calls back (``callback_requested``) costs
     a second step: the time the person asked for is scheduled and the end recorded with it.
     """
-    retry = await retry_at(rt, config, attempt_id, outcome, final=final)
+    retry = await _retry_at(rt, config, attempt_id, outcome, final=final)
     asked = config.retry.retry_dispositions if outcome is Outcome.ANSWERED and not final else ()
     finished = await rt.scripts.finish(
         attempt_id, config.trunk, outcome.value, fields, retry_at_ms=retry, callback_dispositions=asked, **finish
