@@ -194,9 +194,18 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[index]
 
 
-def webhook_config(port: int) -> dict[str, object]:
-    """Simulator settings that send signed ``call.*`` webhooks to a receiver on ``port``."""
-    return {'webhook_url': f'http://127.0.0.1:{port}/webhooks/ultravox', 'webhook_secret': [WEBHOOK_SECRET]}
+#: The events the README tells a deployment to register (``call.billed`` is optional: one more delivery
+#: per call for final billing within seconds of the end instead of at the next safety poll).
+RECOMMENDED_EVENTS = ('call.ended',)
+
+
+def webhook_config(port: int, events: tuple[str, ...] = RECOMMENDED_EVENTS) -> dict[str, object]:
+    """Simulator settings that send signed ``events`` webhooks to a receiver on ``port``."""
+    return {
+        'webhook_url': f'http://127.0.0.1:{port}/webhooks/ultravox',
+        'webhook_secret': [WEBHOOK_SECRET],
+        'webhook_events': list(events),
+    }
 
 
 def start_webhooks(fleet: LocalFleet, port: int, log_dir: Path) -> subprocess.Popen[bytes]:

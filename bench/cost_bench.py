@@ -5,8 +5,9 @@
 Each scenario runs one ``dialer worker`` (through ``counting.py``, which also counts Lua script runs
 by name and arq pickups) against the Ultravox simulator, on one trunk limited to ``--cps`` creates per
 second with room for every call (so the rate limit binds), every call answered at once and talking
-30 s or 2 minutes (simulated). With ``webhooks``, the simulator sends signed ``call.ended`` /
-``call.billed`` webhooks to ``dialer webhooks``; without, calls end by polling only.
+30 s or 2 minutes (simulated). With ``webhooks``, the simulator sends signed ``call.ended`` webhooks
+(the README's registration; ``--billed-webhooks`` adds ``call.billed``) to ``dialer webhooks``;
+without, calls end by polling only.
 
 Webhook runs come twice: **warm** (a 20-call campaign runs first, so the receiver has delivered
 before the measured campaign starts, as in a fleet that keeps dialling: its calls are on safety polls
@@ -71,12 +72,18 @@ class Figures:
         return self.cpu / self.calls * 1000 if self.calls else float('nan')
 
 
-def scenario_label(*, webhooks: bool, warm: bool) -> str:
+def webhook_events(args: argparse.Namespace) -> tuple[str, ...]:
+    """What the simulator delivers: the README's registration, or with ``call.billed`` as well."""
+    return (*benchlib.RECOMMENDED_EVENTS, 'call.billed') if args.billed_webhooks else benchlib.RECOMMENDED_EVENTS
+
+
+def scenario_label(*, webhooks: bool, warm: bool, events: tuple[str, ...]) -> str:
     if not webhooks:
         return 'polling only'
+    hooks = f'webhooks ({", ".join(events)})'
     if warm:
-        return 'webhooks, warm (webhooks delivered before the campaign, as in a fleet that keeps dialling)'
-    return 'webhooks, cold start (empty Redis: no webhook seen until the first call ends)'
+        return f'{hooks}, warm (webhooks delivered before the campaign, as in a fleet that keeps dialling)'
+    return f'{hooks}, cold start (empty Redis: no webhook seen until the first call ends)'
 
 
 def cpu_of(pids: list[int]) -> float:
@@ -93,7 +100,9 @@ def cpu_of(pids: list[int]) -> float:
     return total
 
 
-def simulator_config(talk: int, scale: float, webhook_port: int | None) -> dict[str, Any]:
+def simulator_config(
+    talk: int, scale: float, webhook_port: int | None, events: tuple[str, ...] = benchlib.RECOMMENDED_EVENTS
+) -> dict[str, Any]:
     config: dict[str, Any] = {
         **benchlib.ALL_ANSWERED,
         'time_scale': scale,
@@ -105,7 +114,7 @@ def simulator_config(talk: int, scale: float, webhook_port: int | None) -> dict[
         'max_concurrent_calls': 100_000,
     }
     if webhook_port is not None:
-        config.update(benchlib.webhook_config(webhook_port))
+        config.update(benchlib.webhook_config(webhook_port, events))
     return config
 
 
@@ -170,7 +179,7 @@ def ours(url: str, work: Path, args: argparse.Namespace, talk: int, *, webhooks:
     client.flushdb()
     hook_port = benchlib.free_port() if webhooks else None
     name = f'cost-{talk}-{"wh" if webhooks else "poll"}{"-warm" if warm else ""}'
-    with running_simulator(**simulator_config(talk, args.time_scale, hook_port)) as sim:
+    with running_simulator(**simulator_config(talk, args.time_scale, hook_port, webhook_events(args))) as sim:
         env = {
             **benchlib.UNLIMITED_ENV,
             **scaled_env(args.time_scale),
@@ -217,7 +226,7 @@ def ours(url: str, work: Path, args: argparse.Namespace, talk: int, *, webhooks:
     client.close()
     scripts = {n: after['scripts'].get(n, 0) - before['scripts'].get(n, 0) for n in after['scripts']}
     return Figures(
-        name=f'ours, {talk}-s calls, {scenario_label(webhooks=webhooks, warm=warm)}',
+        name=f'ours, {talk}-s calls, {scenario_label(webhooks=webhooks, warm=warm, events=webhook_events(args))}',
         calls=calls,  # the campaign is completed: every call created has ended and been recorded
         cpu=cpu,
         seconds=seconds,
@@ -363,6 +372,9 @@ def main() -> None:
     parser.add_argument('--talks', default='30s,2min', help=f'comma-separated, of {sorted(TALKS)}')
     parser.add_argument('--no-polling-runs', action='store_true', help='only the runs with webhooks')
     parser.add_argument('--warm-only', action='store_true', help='webhook runs: only the warm one, not the cold start')
+    parser.add_argument(
+        '--billed-webhooks', action='store_true', help='register call.billed too (one more delivery per call)'
+    )
     parser.add_argument('--unfiltered-pickups', action='store_true', help="arq's own pickup (before issue 16)")
     parser.add_argument('--redis-url', default=None, help='default: a private redis-server on a free port')
     parser.add_argument('--baseline-worker', action='store_true', help=argparse.SUPPRESS)

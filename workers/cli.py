@@ -98,7 +98,7 @@ def worker(*, burst: bool) -> None:
 @click.option('--host', default='127.0.0.1', show_default=True)
 @click.option('--port', default=8080, show_default=True, type=int)
 def webhooks(*, host: str, port: int) -> None:
-    """Receive Ultravox webhooks (call.ended, call.billed); optional, polling alone suffices."""
+    """Receive Ultravox webhooks (call.ended; call.billed optional); optional, polling alone suffices."""
     from dialer.provider_trunks import ProviderTrunk  # noqa: PLC0415
     from workers.runtime import Runtime  # noqa: PLC0415
     from workers.serving import PortInUseError, start_metrics_server  # noqa: PLC0415
