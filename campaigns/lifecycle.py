@@ -69,7 +69,9 @@ async def save_config(
         if created:
             await redis.hsetnx(key, 'state', CampaignState.ACTIVE.value)
             await redis.sadd(k.CAMPAIGNS, config.name)
-            await redis.sadd(k.trunk_campaigns(config.trunk), config.name)
+            if await redis.sadd(k.trunk_campaigns(config.trunk), config.name):
+                # an idle pacer sleeps until a campaign joins a rotation (workers/wakeups.py)
+                await redis.publish(k.trunk_campaigns(config.trunk), '')
             return True
         raw = await redis.hget(key, 'config')
     old = CampaignConfig.model_validate_json(raw or '{}')

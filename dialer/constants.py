@@ -24,7 +24,8 @@ DNC: Final = 'dialer:dnc'
 #: attempt, Redis ms, source). Owned by the DNC list: an entry lives exactly as long as its number is
 #: on it (``dialer dnc remove`` deletes both), so it has no TTL.
 DNC_EVIDENCE: Final = 'dialer:dnc:evidence'
-#: ZSET attempt id -> Redis ms when the call is next polled (claimed polls are pushed ahead).
+#: ZSET attempt id -> Redis ms when the call is next polled (claimed polls are pushed ahead). Also the
+#: pub/sub channel on which scripts announce an entry due soon (trackers sleep until then otherwise).
 TRACKING: Final = 'dialer:tracking'
 #: ZSET attempt id -> Redis ms after which a claimed, not yet started attempt is re-enqueued.
 CLAIMED: Final = 'dialer:claimed'
@@ -158,7 +159,8 @@ def trunk_failures(trunk: str) -> str:
 
 
 def trunk_campaigns(trunk: str) -> str:
-    """SET of campaigns dialling through the trunk; the pacer serves them in turn."""
+    """SET of campaigns dialling through the trunk; the pacer serves them in turn. Also the pub/sub
+    channel on which a campaign joining it is announced (an idle pacer sleeps until then)."""
     return f'dialer:trunk:{trunk}:campaigns'
 
 

@@ -149,6 +149,16 @@ class Leased:
     failures: int
 
 
+@dataclass(frozen=True, slots=True)
+class TrackerLook:
+    """What one look at the tracking schedule found (``lease_due.lua``)."""
+
+    members: list[str]
+    webhooks_live: bool
+    #: ms until the schedule's next member falls due after this look (None: the schedule is empty).
+    next_due_ms: int | None
+
+
 class Scripts:
     def __init__(self, redis: Redis, outbox: Outbox = NO_OUTBOX) -> None:
         self.redis = redis
@@ -452,14 +462,16 @@ class Scripts:
     async def lease_due(self, schedule: str, limit: int, lease_ms: int) -> list[str]:
         return [str(m) for m in await self._run('lease_due', [schedule], [limit, lease_ms])]
 
-    async def lease_due_calls(self, limit: int, lease_ms: int, later: Mapping[str, int]) -> tuple[list[str], bool]:
+    async def lease_due_calls(self, limit: int, lease_ms: int, later: Mapping[str, int]) -> TrackerLook:
         """The tracker's look: reschedule ``later`` (member -> delay ms, as :meth:`reschedule`), lease
-        the due calls, and say whether webhooks are being delivered, in one round trip."""
+        the due calls, say whether webhooks are being delivered and when the next call falls due, in
+        one round trip."""
         args: list[object] = [limit, lease_ms]
         for member, delay_ms in later.items():
             args += [member, delay_ms]
         result = await self._run('lease_due', [k.TRACKING, k.WEBHOOKS_LIVE], args)
-        return [str(m) for m in result[1:]], bool(int(result[0]))
+        next_due = int(result[1])
+        return TrackerLook([str(m) for m in result[2:]], bool(int(result[0])), next_due if next_due >= 0 else None)
 
     async def reschedule(self, schedule: str, members: Sequence[str], delay_ms: int) -> int:
         if not members:

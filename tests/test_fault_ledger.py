@@ -227,10 +227,16 @@ async def test_the_trunk_and_caller_id_of_an_attempt_are_recorded_when_its_creat
 async def test_the_trackers_look_hands_back_next_poll_times_but_keeps_a_nudged_call_due(redis) -> None:
     scripts = Scripts(redis)
     await redis.zadd(k.TRACKING, {'a|nudged': 0, 'b|leased': 10**13})
-    members, live = await scripts.lease_due_calls(10, 30_000, {'a|nudged': 60_000, 'b|leased': 60_000, 'c|gone': 0})
+    look = await scripts.lease_due_calls(10, 30_000, {'a|nudged': 60_000, 'b|leased': 60_000, 'c|gone': 0})
     now = await scripts.now_ms()
-    assert (members, live) == (['a|nudged'], False), 'the nudged call is due now, and leased by this look'
+    assert (look.members, look.webhooks_live) == (['a|nudged'], False), 'the nudged call is due now, and leased'
     assert now < await redis.zscore(k.TRACKING, 'b|leased') <= now + 60_000
     assert await redis.zscore(k.TRACKING, 'c|gone') is None, 'rescheduling never adds'
+    # the next member falls due when the nudged call's lease runs out (30 s), before b's 60 s
+    assert look.next_due_ms is not None
+    assert 0 < look.next_due_ms <= 30_000
     await redis.set(k.WEBHOOKS_LIVE, 1)
-    assert await scripts.lease_due_calls(10, 30_000, {}) == ([], True)
+    look = await scripts.lease_due_calls(10, 30_000, {})
+    assert (look.members, look.webhooks_live) == ([], True)
+    await redis.delete(k.TRACKING)
+    assert (await scripts.lease_due_calls(10, 30_000, {})).next_due_ms is None, 'an empty schedule: nothing falls due'

@@ -3,13 +3,12 @@
 Every worker runs one; they coordinate only through the claim script, which takes trunk and
 account slots atomically with the contacts, so any number of pacers never exceed a limit. A full
 trunk costs nothing: no job exists until capacity does, so no arq try is burnt and no worker slot
-is held while waiting.
+is held while waiting. With no campaign on any trunk it sleeps until one joins a trunk's rotation
+(announced, ``workers/wakeups.py``), at most ``LONGEST_SLEEP``.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
 from typing import TYPE_CHECKING
 
@@ -23,9 +22,11 @@ from dialer import metrics
 from dialer.logs import masked_attempt
 from dialer.trunks import TrunkConfigError
 from workers.faults import campaign_faults, check_trunks, probe_faults
+from workers.wakeups import LONGEST_SLEEP, Sleeper
 
 
 if TYPE_CHECKING:
+    import asyncio
     from collections.abc import Callable
 
     from arq.connections import ArqRedis
@@ -59,22 +60,23 @@ class Pacer:
         self._housekept = 0.0
         #: Each trunk's campaigns as of the last claim (``claim.lua`` says when they changed).
         self._campaigns: dict[str, list[str]] = {}
+        #: Woken when a campaign joins a trunk's rotation (``workers/wakeups.py``).
+        self.sleeper = Sleeper()
 
     async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                await self._housekeeping()
-                _, delay = await self.tick()
-            except Exception:
-                log.exception('pacer_tick_failed')
-                delay = 1.0
-                self._turned(redis_up=False)
-            else:
-                self._turned(redis_up=True)
-            if delay <= 0:
-                continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), delay)
+        with self.sleeper.stopped_by(stop):
+            while not stop.is_set():
+                self.sleeper.before_look()
+                try:
+                    await self._housekeeping()
+                    _, delay = await self.tick()
+                except Exception:
+                    log.exception('pacer_tick_failed')
+                    delay = 1.0
+                    self._turned(redis_up=False)
+                else:
+                    self._turned(redis_up=True)
+                await self.sleeper.pause(delay)
 
     def _turned(self, *, redis_up: bool) -> None:
         if self.rt.health is not None:
@@ -83,7 +85,8 @@ class Pacer:
     async def tick(self) -> tuple[int, float]:
         """One claim per trunk that has active campaigns. Returns (claimed, seconds until the next tick):
         0 when a batch ran out with room left (tick again at once), else at most ``pacer_interval``, or
-        longer while every trunk with campaigns is refilling its unsent set and says until when.
+        longer while every trunk with campaigns is refilling its unsent set and says until when, or
+        ``LONGEST_SLEEP`` when no trunk has any (a campaign joining one wakes the pacer).
 
         Each trunk's campaigns are kept from the last tick: the claim script checks them against Redis
         and answers with the real set when they differ. Only trunks with none are read every tick (a
@@ -107,8 +110,8 @@ class Pacer:
             delays.append(self._next_look(result))
             await self._enqueue(result.job_refs)
             claimed += len(result.job_refs)
-        # trunks without campaigns set no bound: one loaded on them is seen a little later
-        return claimed, min(delays, default=self.rt.settings.pacer_interval)
+        # trunks without campaigns set no bound: one joining them is announced
+        return claimed, min(delays, default=LONGEST_SLEEP)
 
     def _next_look(self, result: Claimed) -> float:
         """Seconds before this trunk needs another claim."""

@@ -434,6 +434,6 @@ async def _end_answered(
 
 
 async def nudge_leg(rt: Runtime, attempt_id: str, call_id: str) -> bool:
-    """A status callback arrived: make the trackers poll the leg now (if it is still followed)."""
-    now_ms = await rt.scripts.now_ms()
-    return bool(await rt.redis.zadd(k.TRACKING, {leg_member(attempt_id, call_id): now_ms}, xx=True, ch=True))
+    """A status callback arrived: make the trackers poll the leg now (if it is still followed and not
+    already due), in one step that also wakes them (``reschedule_member`` in the prelude)."""
+    return bool(await rt.scripts.reschedule(k.TRACKING, [leg_member(attempt_id, call_id)], 0))

@@ -2,7 +2,8 @@
 
 The calls to poll live in one fleet-wide ZSET (attempt|call -> next poll time). A tracker leases
 the due ones (pushing them ``poll_visibility`` ahead), so a tracker that dies gives its calls back
-to the fleet; polling alone is enough to finish every call.
+to the fleet; polling alone is enough to finish every call. Between looks it sleeps until the next
+call falls due, woken sooner by an announced one (``workers/wakeups.py``).
 
 Webhook-first: while webhooks are being delivered (``WEBHOOKS_LIVE`` exists: a delivery within
 ``DIALER_WEBHOOKS_LIVE_WINDOW``), a ``call.ended`` makes its call due at once, so live calls are
@@ -29,6 +30,7 @@ from workers.callback_tracking import is_inbound_member, poll_inbound
 from workers.calls import record_billing, record_end
 from workers.faults import open_account_fault
 from workers.phone_leg import is_leg_member, poll_leg
+from workers.wakeups import LONGEST_SLEEP, Sleeper
 
 
 if TYPE_CHECKING:
@@ -37,10 +39,9 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-#: Longest pause between two looks at the tracking set when nothing is due. A webhook makes its call
-#: due at once, and its trunk slot is freed only after that poll: this bounds the delay (as the pacer's
-#: 50 ms bound its claims).
-IDLE_SLEEP = 0.05
+#: Pause before the next look while polls hand back their next poll times (batched into that look)
+#: or while every poll slot is taken.
+BUSY_SLEEP = 0.05
 #: Most calls leased in one look.
 LEASE_BATCH = 500
 
@@ -65,39 +66,51 @@ class CallTracker:
         self._nudged: set[str] = set()
         #: Next poll times (member -> delay ms) handed back on the next look (``lease_due_calls``).
         self._later: dict[str, int] = {}
+        #: Woken by an announced due call (``workers/wakeups.py``) or by a poll leaving work behind.
+        self.sleeper = Sleeper()
 
     async def run(self, stop: asyncio.Event) -> None:
-        settings = self.rt.settings
-        visibility_ms = int(settings.poll_visibility * 1000)
-        idle = min(IDLE_SLEEP, settings.poll_interval / 2)
-        while not stop.is_set():
-            room = settings.tracker_concurrency - len(self._tasks)
-            limit = max(min(room, LEASE_BATCH), 0)
-            members: list[str] = []
-            if room > 0 or self._later:
-                try:
-                    # whether webhooks arrive is read on the same look (safety polls or the interval)
-                    later, self._later = self._later, {}
-                    members, self.rt.webhooks_live = await self.rt.scripts.lease_due_calls(limit, visibility_ms, later)
-                except Exception:
-                    self._later = {**later, **self._later}
-                    log.exception('tracker_lease_failed')
-            for member in members:
-                if member in self._leased:
-                    # A webhook made it due while our poll of it runs: a second poll now would do the
-                    # same work twice (GET, messages, finish). The poll under way serves it, and the
-                    # entry it leaves (live, or billing) is made due again when it is done.
-                    self._nudged.add(member)
-                    continue
-                self._leased.add(member)
-                task = asyncio.create_task(self._poll(member))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
-            # a full batch may leave more due; fewer than asked means none is left until the next look
-            if len(members) < limit or room <= 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), idle)
+        with self.sleeper.stopped_by(stop):
+            while not stop.is_set():
+                await self.sleeper.pause(await self._look())
         await self._drain()
+
+    async def _look(self) -> float:
+        """Lease the due calls and start their polls; returns the seconds to sleep before the next look."""
+        settings = self.rt.settings
+        busy = min(BUSY_SLEEP, settings.poll_interval / 2)
+        room = settings.tracker_concurrency - len(self._tasks)
+        limit = max(min(room, LEASE_BATCH), 0)
+        members: list[str] = []
+        next_due_ms: int | None = None
+        self.sleeper.before_look()
+        if room > 0 or self._later:
+            later, self._later = self._later, {}
+            try:
+                # whether webhooks arrive is read on the same look (safety polls or the interval)
+                look = await self.rt.scripts.lease_due_calls(limit, int(settings.poll_visibility * 1000), later)
+            except Exception:
+                self._later = {**later, **self._later}
+                log.exception('tracker_lease_failed')
+                return busy
+            members, self.rt.webhooks_live, next_due_ms = look.members, look.webhooks_live, look.next_due_ms
+        for member in members:
+            if member in self._leased:
+                # A webhook made it due while our poll of it runs: a second poll now would do the
+                # same work twice (GET, messages, finish). The poll under way serves it, and the
+                # entry it leaves (live, or billing) is made due again when it is done.
+                self._nudged.add(member)
+                continue
+            self._leased.add(member)
+            task = asyncio.create_task(self._poll(member))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        if len(members) >= limit > 0:
+            return 0  # a full batch may leave more due
+        if room <= 0 or self._later:
+            return busy  # a slot frees or hand-backs wait: look again soon
+        # nothing due until the next member falls due, unless a due one is announced meanwhile
+        return LONGEST_SLEEP if next_due_ms is None else min(LONGEST_SLEEP, next_due_ms / 1000)
 
     async def _drain(self) -> None:
         """On shutdown: finish polls under way briefly, give the rest straight back to the fleet."""
@@ -130,6 +143,9 @@ class CallTracker:
                 self._nudged.discard(member)
                 # due now again, only where the entries still exist (rescheduling never adds)
                 self._later.update({member: 0, f'{member}|b': 0})
+            if self._later:
+                # handed back on a look soon, batched with other polls ending meanwhile
+                self.sleeper.wake_within(min(BUSY_SLEEP, self.rt.settings.poll_interval / 2))
 
     def _next_poll_ms(self, call: dict[str, Any]) -> int:
         """When to look at a live call again: the safety net with webhooks, the interval without."""

@@ -29,6 +29,7 @@ from workers.pacer import Pacer
 from workers.runtime import RETRIED_ERRORS, Runtime, redis_retry
 from workers.serving import Health, start_metrics_server
 from workers.tracker import CallTracker
+from workers.wakeups import Wakeups
 
 
 if TYPE_CHECKING:
@@ -69,6 +70,11 @@ async def startup(ctx: dict[str, Any]) -> None:
     ctx['stop'] = stop
     await warm_up(rt)
     pacer, tracker = Pacer(rt, ctx['redis'], ctx['worker_id'], ctx.get('wake_jobs')), CallTracker(rt)
+    # both sleep until they have work: announcements wake them (workers/wakeups.py)
+    wakeups = Wakeups(rt.redis)
+    wakeups.on_channel(k.TRACKING, tracker.sleeper)
+    wakeups.on_pattern(k.trunk_campaigns('*'), pacer.sleeper)
+    ctx['wakeups'] = asyncio.create_task(wakeups.run())
     ctx['loops'] = [asyncio.create_task(pacer.run(stop)), asyncio.create_task(tracker.run(stop))]
     # result webhooks: a loop of its own, so a slow or dead destination never slows dialling
     ctx['loops'].append(asyncio.create_task(OutboxDelivery(rt).run(stop)))
@@ -98,7 +104,8 @@ async def shutdown(ctx: dict[str, Any]) -> None:
     if 'stop' not in ctx or ctx['stop'].is_set():
         return
     ctx['stop'].set()
-    await asyncio.gather(*ctx['loops'], return_exceptions=True)
+    ctx['wakeups'].cancel()
+    await asyncio.gather(ctx['wakeups'], *ctx['loops'], return_exceptions=True)
     await ctx['runtime'].close()
     log.info('worker_stopped', worker=ctx['worker_id'])
 

@@ -52,6 +52,28 @@ end
 -- past it, its worker is presumed lost (the tracker gives the leg to another after poll_visibility).
 local LEG_GRACE_MS = 5000
 
+-- Trackers and pacers sleep until they have work (workers/wakeups.py). A schedule entry made due
+-- sooner than a tracker's longest sleep is announced on a channel named as the schedule, and a
+-- campaign joining a trunk's rotation on the channel named as the trunk's campaign set; a missed
+-- announcement costs at most that longest sleep (workers/tracker.py LONGEST_SLEEP, 1 s).
+local WAKE_HORIZON_MS = 1000
+
+local function announce(channel)
+  redis.call('PUBLISH', channel, '')
+end
+
+-- A campaign joins its trunk's rotation (the set the pacers claim from); pacers with nothing to
+-- claim sleep until one does.
+local function join_rotation(trunk_campaigns, name)
+  if redis.call('SADD', trunk_campaigns, name) == 1 then announce(trunk_campaigns) end
+end
+
+-- Set a member's next poll time in a schedule ZSET, announcing it when it is soon.
+local function schedule_at(schedule, due, member, now)
+  redis.call('ZADD', schedule, due, member)
+  if due - now < WAKE_HORIZON_MS then announce(schedule) end
+end
+
 -- A campaign with nothing left to dial or follow is completed and leaves its trunk's rotation.
 -- Move a member still in a schedule ZSET to ``later`` (one already removed stays removed). A member
 -- is leased by pushing it ahead (lease_due), so one that is due by now was nudged while its holder
@@ -59,7 +81,9 @@ local LEG_GRACE_MS = 5000
 local function reschedule_member(schedule, member, later, now)
   local score = tonumber(redis.call('ZSCORE', schedule, member))
   if score and score > now then
-    return redis.call('ZADD', schedule, 'XX', 'CH', later, member)
+    local moved = redis.call('ZADD', schedule, 'XX', 'CH', later, member)
+    if moved > 0 and later - now < WAKE_HORIZON_MS then announce(schedule) end
+    return moved
   end
   return 0
 end

@@ -19,7 +19,7 @@ end
 -- a contact not claimed yet has no progress record (claim.lua starts it the same way)
 local progress = get_json(KEYS[4], number) or {s = 'pending', a = 0}
 set_json(KEYS[5], ARGV[2], {n = number, st = 'routed', t0 = now, a = ARGV[6]})
-redis.call('ZADD', KEYS[6], now + tonumber(ARGV[5]), ARGV[7])
+schedule_at(KEYS[6], now + tonumber(ARGV[5]), ARGV[7], now)
 redis.call('HINCRBY', KEYS[2], 'ib:routed', 1)
 progress.ib = (progress.ib or 0) + 1
 progress.ibt = now

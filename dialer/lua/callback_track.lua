@@ -20,7 +20,7 @@ if action == 'live' then
   if record.st ~= 'routed' then return 0 end
   record.st, record.call, record.cr = 'live', ARGV[5], now
   set_json(KEYS[4], ARGV[3], record)
-  redis.call('ZADD', KEYS[5], now + tonumber(ARGV[7]), ARGV[6])
+  schedule_at(KEYS[5], now + tonumber(ARGV[7]), ARGV[6], now)
   return 1
 end
 if action == 'missing' then
@@ -79,7 +79,7 @@ if ARGV[7] == '1' then
   end
   redis.call('ZREM', KEYS[5], ARGV[4])
 else
-  redis.call('ZADD', KEYS[5], now + tonumber(ARGV[9]), ARGV[4])
+  schedule_at(KEYS[5], now + tonumber(ARGV[9]), ARGV[4], now)
 end
 set_json(KEYS[4], ARGV[3], record)
 return news

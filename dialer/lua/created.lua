@@ -28,7 +28,7 @@ hold_slot(KEYS[5], tonumber(ARGV[7]), ARGV[3], deadline)
 hold_slot(KEYS[6], tonumber(ARGV[8]), ARGV[3], deadline)
 redis.call('ZREM', KEYS[7], ARGV[3])
 redis.call('DEL', KEYS[9])
-redis.call('ZADD', KEYS[8], now + tonumber(ARGV[6]), ARGV[3] .. '|' .. ARGV[4])
+schedule_at(KEYS[8], now + tonumber(ARGV[6]), ARGV[3] .. '|' .. ARGV[4], now)
 if KEYS[11] then
   redis.call('ZREM', KEYS[11], ARGV[9])
   for i = 12, #KEYS do redis.call('DEL', KEYS[i]) end

@@ -69,7 +69,7 @@ elseif ARGV[7] ~= '' then
   local billing_at = now + tonumber(ARGV[9])
   if nudged >= 0 and nudged <= now then billing_at = now end
   redis.call('ZREM', KEYS[9], ARGV[7])
-  redis.call('ZADD', KEYS[9], billing_at, ARGV[7] .. '|b')
+  schedule_at(KEYS[9], billing_at, ARGV[7] .. '|b', now)
 end
 set_json(KEYS[4], field, record)
 -- Trunk circuit breaker: calls that keep failing in a row (SIP/system errors, not a busy or an

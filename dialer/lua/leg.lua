@@ -25,7 +25,7 @@ if ARGV[2] == 'placing' then
   record.leg = {p = ARGV[6], st = 'placing', t = now, n = tries + 1}
   set_json(KEYS[2], ARGV[1], record)
   redis.call('ZREM', KEYS[3], ARGV[4])
-  redis.call('ZADD', KEYS[3], now + tonumber(ARGV[8]), ARGV[5])
+  schedule_at(KEYS[3], now + tonumber(ARGV[8]), ARGV[5], now)
   return {'placing', now, cjson.encode(record.leg)}
 end
 if not record.leg then return {'gone', now, ''} end
@@ -35,7 +35,7 @@ if ARGV[2] == 'held' then
   record.leg.st = 'held'
   set_json(KEYS[2], ARGV[1], record)
   local due = now + tonumber(ARGV[8])
-  redis.call('ZADD', KEYS[3], due, ARGV[5])
+  schedule_at(KEYS[3], due, ARGV[5], now)
   redis.call('ZADD', KEYS[4], due, ARGV[5])
   keep_for(KEYS[4], due - now + LEG_GRACE_MS)
   return {'held', now, cjson.encode(record.leg)}

@@ -15,7 +15,7 @@ if action == 'pause' then
 elseif action == 'resume' then
   if state ~= 'paused' then return 'error:campaign is ' .. state .. ', only a paused campaign can be resumed' end
   redis.call('HSET', KEYS[2], 'state', 'active')
-  redis.call('SADD', KEYS[3], ARGV[1])
+  join_rotation(KEYS[3], ARGV[1])
 elseif action == 'cancel' then
   if state == 'completed' then return 'error:campaign is already completed' end
   if state ~= 'cancelled' then
@@ -38,7 +38,7 @@ elseif action == 'load_end' then
 end
 state = redis.call('HGET', KEYS[2], 'state')
 if state == 'active' then
-  redis.call('SADD', KEYS[3], ARGV[1])
+  join_rotation(KEYS[3], ARGV[1])
   maybe_complete(KEYS[2], KEYS[3], ARGV[1])
 end
 return redis.call('HGET', KEYS[2], 'state')

@@ -24,5 +24,8 @@ local now = now_ms()
 local moved = redis.call('ZADD', KEYS[5], 'XX', 'CH', now, ARGV[4])
 moved = moved + redis.call('ZADD', KEYS[5], 'XX', 'CH', now, ARGV[4] .. '|b')
 redis.call('SET', KEYS[6], now, 'PX', tonumber(ARGV[5]))
-if moved > 0 then return {'polled_now', ''} end
+if moved > 0 then
+  announce(KEYS[5])
+  return {'polled_now', ''}
+end
 return {'duplicate', ''}

@@ -19,7 +19,7 @@ elseif ARGV[4] == 'paused' then
 end
 -- the trunk's rotation lists exactly the active campaigns
 if redis.call('HGET', KEYS[2], 'state') == 'active' then
-  redis.call('SADD', KEYS[4], ARGV[1])
+  join_rotation(KEYS[4], ARGV[1])
 else
   redis.call('SREM', KEYS[4], ARGV[1])
 end

@@ -39,6 +39,6 @@ if reopened > 0 then
     redis.call('HSET', KEYS[2], 'state', 'active')
     redis.call('HDEL', KEYS[2], 'ended')
   end
-  if redis.call('HGET', KEYS[2], 'state') == 'active' then redis.call('SADD', KEYS[6], ARGV[1]) end
+  if redis.call('HGET', KEYS[2], 'state') == 'active' then join_rotation(KEYS[6], ARGV[1]) end
 end
 return reopened

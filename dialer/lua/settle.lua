@@ -16,7 +16,7 @@ if ARGV[5] ~= '1' and now - record.eo < tonumber(ARGV[6]) then
   -- not final yet: look again a poll interval on, unless a call.billed nudged it meanwhile (due by
   -- now although this poll leased it ahead): then it is looked at again at once
   local score = tonumber(redis.call('ZSCORE', KEYS[4], ARGV[4]) or '-1')
-  if score < 0 or score > now then redis.call('ZADD', KEYS[4], now + tonumber(ARGV[7]), ARGV[4]) end
+  if score < 0 or score > now then schedule_at(KEYS[4], now + tonumber(ARGV[7]), ARGV[4], now) end
   return 0
 end
 for key, value in pairs(cjson.decode(ARGV[3])) do record[key] = value end
