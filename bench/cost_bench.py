@@ -66,6 +66,8 @@ class Figures:
     round_trips: int = 0
     requests: dict[str, int] | None = None
     by_command: dict[str, int] | None = None
+    #: CPU seconds per second of the idle worker before the campaign (what a fleet costs between campaigns).
+    idle_cpu_per_second: float | None = None
 
     @property
     def ms_per_call(self) -> float:
@@ -138,6 +140,13 @@ def wait_idle(pids: list[int], settle: float = 1.0, timeout: float = 60) -> None
         last = now
 
 
+def idle_cpu_per_second(pid: int, seconds: float = 3.0) -> float:
+    """CPU seconds per second a process burns while it has nothing to do."""
+    before, started = cpu_of([pid]), time.monotonic()
+    time.sleep(seconds)
+    return (cpu_of([pid]) - before) / (time.monotonic() - started)
+
+
 def read_counts(path: Path, pid: int) -> dict[str, Any]:
     """The worker's counts as of now: ``counting.py`` writes them on SIGUSR1 (no periodic writer runs)."""
 
@@ -205,6 +214,7 @@ def ours(url: str, work: Path, args: argparse.Namespace, talk: int, *, webhooks:
             if warm:
                 warm_up(fleet, work, client, name)
             wait_idle(pids)
+            idle = idle_cpu_per_second(worker.pid)
             # the warm-up's calls and requests are not the measured campaign's
             calls_before, requests_before = len(sim.records()), dict(sim.stats()['requests'])
             before_cpu, before = cpu_of(pids), read_counts(counts, worker.pid)
@@ -239,6 +249,7 @@ def ours(url: str, work: Path, args: argparse.Namespace, talk: int, *, webhooks:
             name: n - before.get('by_command', {}).get(name, 0) for name, n in after.get('by_command', {}).items()
         },
         requests={name: int(n) for name, n in requests.items() if n},
+        idle_cpu_per_second=idle,
     )
 
 
@@ -347,6 +358,8 @@ def report(figures: Figures, base: Figures | None, created: int) -> None:
         worker_ms = (figures.cpu - figures.receiver_cpu) / figures.calls * 1000
         receiver_ms = figures.receiver_cpu / figures.calls * 1000
         print(f'  of which the worker {worker_ms:.2f} ms, the webhook receiver {receiver_ms:.2f} ms')
+    if figures.idle_cpu_per_second is not None:
+        print(f'  the idle worker before the campaign: {figures.idle_cpu_per_second * 1000:.1f} ms of CPU per second')
     if figures.scripts:
         per = {name: n / max(created, 1) for name, n in sorted(figures.scripts.items(), key=lambda x: -x[1])}
         print('  script runs per call: ' + ', '.join(f'{name} {value:.2f}' for name, value in per.items()))

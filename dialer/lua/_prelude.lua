@@ -74,20 +74,22 @@ local function schedule_at(schedule, due, member, now)
   if due - now < WAKE_HORIZON_MS then announce(schedule) end
 end
 
--- A campaign with nothing left to dial or follow is completed and leaves its trunk's rotation.
 -- Move a member still in a schedule ZSET to ``later`` (one already removed stays removed). A member
 -- is leased by pushing it ahead (lease_due), so one that is due by now was nudged while its holder
 -- worked on it (a webhook asked for a look at once): it stays due now instead of being pushed back.
-local function reschedule_member(schedule, member, later, now)
+-- ``quiet``: the caller is the tracker handing back its own polls; the look it makes in the same
+-- script tells it when they fall due, so no announcement is needed.
+local function reschedule_member(schedule, member, later, now, quiet)
   local score = tonumber(redis.call('ZSCORE', schedule, member))
   if score and score > now then
     local moved = redis.call('ZADD', schedule, 'XX', 'CH', later, member)
-    if moved > 0 and later - now < WAKE_HORIZON_MS then announce(schedule) end
+    if moved > 0 and not quiet and later - now < WAKE_HORIZON_MS then announce(schedule) end
     return moved
   end
   return 0
 end
 
+-- A campaign with nothing left to dial or follow is completed and leaves its trunk's rotation.
 local function maybe_complete(campaign, trunk_campaigns, name)
   local open = 0
   for _, status in ipairs({'pending', 'dialing', 'in_call', 'retry_wait'}) do

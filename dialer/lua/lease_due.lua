@@ -7,7 +7,7 @@
 -- with it, the second element is the ms until the schedule's next member falls due.
 local now = now_ms()
 for i = 3, #ARGV, 2 do
-  reschedule_member(KEYS[2], ARGV[i], now + tonumber(ARGV[i + 1]), now)
+  reschedule_member(KEYS[2], ARGV[i], now + tonumber(ARGV[i + 1]), now, true)
 end
 local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
 local later = now + tonumber(ARGV[2])
