@@ -70,9 +70,18 @@ class CallTracker:
         self.sleeper = Sleeper()
 
     async def run(self, stop: asyncio.Event) -> None:
+        loop = asyncio.get_running_loop()
+        busy = min(BUSY_SLEEP, self.rt.settings.poll_interval / 2)
         with self.sleeper.stopped_by(stop):
             while not stop.is_set():
-                await self.sleeper.pause(await self._look())
+                started = loop.time()
+                pause = await self._look()
+                if pause <= 0:
+                    continue  # a full batch: more may be due
+                await self.sleeper.pause(pause)
+                # At most one look per `busy`: calls falling due one by one, and webhooks arriving one
+                # by one, are served together by the next look rather than by a look each.
+                await asyncio.sleep(max(0.0, started + busy - loop.time()))
         await self._drain()
 
     async def _look(self) -> float:
