@@ -140,8 +140,9 @@ def wait_idle(pids: list[int], settle: float = 1.0, timeout: float = 60) -> None
         last = now
 
 
-def idle_cpu_per_second(pid: int, seconds: float = 3.0) -> float:
-    """CPU seconds per second a process burns while it has nothing to do."""
+def idle_cpu_per_second(pid: int, seconds: float = 5.0) -> float:
+    """CPU seconds per second a process burns while it has nothing to do (to 2 ms/s: the kernel counts
+    CPU time in 10-ms ticks)."""
     before, started = cpu_of([pid]), time.monotonic()
     time.sleep(seconds)
     return (cpu_of([pid]) - before) / (time.monotonic() - started)
