@@ -54,21 +54,32 @@ _NAMES: Final = (
 )
 
 
+#: Schedule entries due sooner than this are announced to sleeping trackers (``announce`` in the
+#: prelude). It must not be below any tracker's longest sleep: the workers pass theirs
+#: (``workers/wakeups.py``), and everyone else this upper bound of it.
+WAKE_HORIZON_MS: Final = 1000
+_HORIZON_LINE = f'local WAKE_HORIZON_MS = {WAKE_HORIZON_MS}'
+
+
 @cache
-def _source(name: str) -> str:
+def _source(name: str, wake_horizon_ms: int = WAKE_HORIZON_MS) -> str:
     lua = files('dialer') / 'lua'
+    prelude = (lua / '_prelude.lua').read_text()
+    if _HORIZON_LINE not in prelude:
+        raise RuntimeError(f'dialer/lua/_prelude.lua no longer sets {_HORIZON_LINE!r}')
+    prelude = prelude.replace(_HORIZON_LINE, f'local WAKE_HORIZON_MS = {wake_horizon_ms}')
     # the outbox comes first: the prelude's maybe_complete appends campaign.completed through it
-    parts = [(lua / '_outbox.lua').read_text(), (lua / '_prelude.lua').read_text(), (lua / f'{name}.lua').read_text()]
+    parts = [(lua / '_outbox.lua').read_text(), prelude, (lua / f'{name}.lua').read_text()]
     return '\n'.join(parts)
 
 
-def register(redis: Redis, name: str) -> AsyncScript:
+def register(redis: Redis, name: str, wake_horizon_ms: int = WAKE_HORIZON_MS) -> AsyncScript:
     """Register ``dialer/lua/<name>.lua`` (with the shared prelude) on a client.
 
     Call it as ``await script(keys=[constants.CLOCK_OFFSET, ...], args=[...])``: KEYS[1] is always
     the clock offset key.
     """
-    return redis.register_script(_source(name))
+    return redis.register_script(_source(name, wake_horizon_ms))
 
 
 #: ``claim.lua``'s answer when the trunk's campaigns are not the ones it was given.
@@ -160,11 +171,11 @@ class TrackerLook:
 
 
 class Scripts:
-    def __init__(self, redis: Redis, outbox: Outbox = NO_OUTBOX) -> None:
+    def __init__(self, redis: Redis, outbox: Outbox = NO_OUTBOX, *, wake_horizon_ms: int = WAKE_HORIZON_MS) -> None:
         self.redis = redis
         #: Where the scripts that record facts append their events (closed: no destinations).
         self.outbox = outbox
-        self._scripts: dict[str, AsyncScript] = {name: register(redis, name) for name in _NAMES}
+        self._scripts: dict[str, AsyncScript] = {name: register(redis, name, wake_horizon_ms) for name in _NAMES}
 
     async def _run(self, name: str, keys: Sequence[str], args: Sequence[object]) -> Any:
         return await self._scripts[name](keys=[k.CLOCK_OFFSET, *keys], args=[str(a) for a in args])

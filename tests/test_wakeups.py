@@ -17,11 +17,11 @@ from dialer.scripts import Scripts
 from dialer.settings import Settings
 from simulator.testing import free_port
 from tests.fleet_helpers import start_valkey
-from tests.ledger import LIMITS, begin_first, live_call, make_campaign, runtime_on_t1
+from tests.ledger import LIMITS, begin_first, claim, live_call, make_campaign, runtime_on_t1
 from tests.test_tracker_nudges import ultravox_peer, wait_for
 from tests.threaded_server import ThreadedServer
 from workers import pacer as pacer_module
-from workers import tracker as tracker_module
+from workers import wakeups as wakeups_module
 from workers.pacer import Pacer
 from workers.runtime import Runtime
 from workers.tracker import CallTracker
@@ -98,8 +98,8 @@ async def announce_reschedule(rt: Runtime, _: str, member: str) -> None:
 
 @pytest.fixture
 async def tracker_runtime(redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Any]:
-    """A tracker's runtime against an Ultravox peer, polls an hour apart and an hour's longest sleep."""
-    monkeypatch.setattr(tracker_module, 'LONGEST_SLEEP', HOUR)
+    """A tracker's runtime against an Ultravox peer, polls an hour apart: the tracker sleeps half an hour."""
+    monkeypatch.setattr(wakeups_module, 'LONGEST_SLEEP', HOUR)
     requests = {'get': 0, 'messages': 0}
     gate = threading.Event()
     gate.set()
@@ -216,3 +216,26 @@ async def test_wakeups_listen_again_after_their_connection_is_killed(redis, redi
 
 async def _equals(value: Awaitable[int], expected: int) -> bool:
     return await value == expected
+
+
+async def test_a_poll_is_announced_only_when_due_within_the_trackers_longest_sleep(redis) -> None:
+    scripts = Scripts(redis, wake_horizon_ms=1000)
+    await make_campaign(redis, numbers=2)
+    job_refs = (await claim(scripts)).job_refs
+    for job_ref in job_refs:
+        assert (await scripts.begin(job_ref, 't1', LIMITS, 60_000)).verdict == 'go'
+    sleeper = Sleeper()
+    wakeups = Wakeups(redis)
+    wakeups.on_channel(k.TRACKING, sleeper)
+    listener = await listening(wakeups, sleeper, lambda: subscribed(redis, k.TRACKING))
+    try:
+        later, soon = (job_ref.split('#')[0] for job_ref in job_refs)
+        # due in 5 s: a sleeping tracker's look (at most 1 s away) sees it in time, so nothing is sent
+        assert await scripts.created(later, 't1', 'call-1', LIMITS, lease_ms=100_000, first_poll_ms=5_000)
+        assert await scripts.created(soon, 't1', 'call-2', LIMITS, lease_ms=100_000, first_poll_ms=200)
+        # messages arrive in order: once the second is in, the first would have been too
+        await wait_for(lambda: asyncio.sleep(0, wakeups.received >= 1), 'the soon-due poll is announced')
+        assert wakeups.received == 1
+    finally:
+        listener.cancel()
+        await asyncio.gather(listener, return_exceptions=True)

@@ -21,6 +21,7 @@ from dialer.scripts import Scripts, SlotLimits
 from dialer.tools import ToolEndpoint
 from dialer.trunks import Trunk, TrunkRegistry
 from dialer.ultravox import UltravoxClient
+from workers.wakeups import longest_sleep
 
 
 if TYPE_CHECKING:
@@ -107,7 +108,10 @@ class Runtime:
             settings=settings,
             redis=redis,
             # scripts that record facts append their result-webhook events (closed without destinations)
-            scripts=Scripts(redis, Outbox.from_settings(settings)),
+            # soon-due polls are announced to trackers sleeping longer than that (workers/wakeups.py)
+            scripts=Scripts(
+                redis, Outbox.from_settings(settings), wake_horizon_ms=math.ceil(longest_sleep(settings) * 1000)
+            ),
             trunks=trunks,
             ultravox=ultravox or UltravoxClient.from_settings(settings),
             configs=ConfigCache(redis),

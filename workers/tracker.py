@@ -30,7 +30,7 @@ from workers.callback_tracking import is_inbound_member, poll_inbound
 from workers.calls import record_billing, record_end
 from workers.faults import open_account_fault
 from workers.phone_leg import is_leg_member, poll_leg
-from workers.wakeups import LONGEST_SLEEP, Sleeper
+from workers.wakeups import Sleeper, longest_sleep
 
 
 if TYPE_CHECKING:
@@ -119,7 +119,8 @@ class CallTracker:
         if room <= 0 or self._later:
             return busy  # a slot frees or hand-backs wait: look again soon
         # nothing due until the next member falls due, unless a due one is announced meanwhile
-        return LONGEST_SLEEP if next_due_ms is None else min(LONGEST_SLEEP, next_due_ms / 1000)
+        longest = longest_sleep(settings)
+        return longest if next_due_ms is None else min(longest, next_due_ms / 1000)
 
     async def _drain(self) -> None:
         """On shutdown: finish polls under way briefly, give the rest straight back to the fleet."""

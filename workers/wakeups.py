@@ -4,12 +4,12 @@ Each used to look at Redis 20 times a second, work or not: an idle worker burnt 
 second, and at low call rates those looks were most of what a call cost (issue 16). Now:
 
 - the tracker sleeps until its schedule's next member falls due (each look says when), at most
-  ``LONGEST_SLEEP``; the pacer with no campaign on any trunk sleeps ``LONGEST_SLEEP``;
+  :func:`longest_sleep`; the pacer with no campaign on any trunk sleeps ``LONGEST_SLEEP``;
 - scripts announce what a sleeper cannot know (``announce`` in ``dialer/lua/_prelude.lua``): an entry
-  made due sooner than ``LONGEST_SLEEP`` from now (a webhook's nudge, a new call's first poll, a
-  phone leg's status callback) on a channel named as its schedule, and a campaign joining a trunk's
-  rotation on the channel named as the trunk's campaign set. An entry due later is seen by the look
-  the sleeper makes within ``LONGEST_SLEEP`` anyway;
+  made due sooner than the tracker's longest sleep from now (a webhook's nudge, a new call's first
+  poll, a phone leg's status callback) on a channel named as its schedule, and a campaign joining a
+  trunk's rotation on the channel named as the trunk's campaign set. An entry due later is seen by
+  the look the sleeper makes before then anyway;
 - :class:`Wakeups` holds one pub/sub connection per process and wakes the sleepers listening.
 
 Pub/sub delivers at most once: an announcement lost with a dropped connection costs at most one
@@ -30,14 +30,22 @@ if TYPE_CHECKING:
 
     from redis.asyncio import Redis
 
+    from dialer.settings import Settings
+
 
 log = structlog.get_logger(__name__)
 
-#: Longest sleep of an idle tracker or pacer. Scripts announce entries due sooner than this
-#: (``WAKE_HORIZON_MS`` in ``dialer/lua/_prelude.lua``, which must not be smaller).
+#: Longest sleep of an idle tracker or pacer.
 LONGEST_SLEEP = 1.0
 #: Pause before listening again after the pub/sub connection failed.
 RECONNECT_DELAY = 1.0
+
+
+def longest_sleep(settings: Settings) -> float:
+    """The tracker's longest sleep, and so the scripts' announcement horizon (``Runtime.create``):
+    1 s, or half the first poll or poll interval if shorter. A call's first poll (5 s by default) is
+    then seen by a look in time without an announcement of its own."""
+    return min(LONGEST_SLEEP, settings.poll_initial / 2, settings.poll_interval / 2)
 
 
 class Sleeper:

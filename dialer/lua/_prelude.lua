@@ -55,7 +55,8 @@ local LEG_GRACE_MS = 5000
 -- Trackers and pacers sleep until they have work (workers/wakeups.py). A schedule entry made due
 -- sooner than a tracker's longest sleep is announced on a channel named as the schedule, and a
 -- campaign joining a trunk's rotation on the channel named as the trunk's campaign set; a missed
--- announcement costs at most that longest sleep (workers/tracker.py LONGEST_SLEEP, 1 s).
+-- announcement costs at most that longest sleep. The horizon is the workers' longest sleep, set
+-- when the script is loaded (dialer/scripts.py); an entry due later is seen by a look before then.
 local WAKE_HORIZON_MS = 1000
 
 local function announce(channel)
