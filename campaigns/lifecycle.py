@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
+from redis.exceptions import NoPermissionError
 
 from dialer import constants as k
 from dialer.models import CampaignConfig, CampaignState, check_name
@@ -70,8 +72,10 @@ async def save_config(
             await redis.hsetnx(key, 'state', CampaignState.ACTIVE.value)
             await redis.sadd(k.CAMPAIGNS, config.name)
             if await redis.sadd(k.trunk_campaigns(config.trunk), config.name):
-                # an idle pacer sleeps until a campaign joins a rotation (workers/wakeups.py)
-                await redis.publish(k.trunk_campaigns(config.trunk), '')
+                # an idle pacer sleeps until a campaign joins a rotation (workers/wakeups.py); a Redis
+                # user without channel permissions loses only that wake-up (the pacer looks within 1 s)
+                with contextlib.suppress(NoPermissionError):
+                    await redis.publish(k.trunk_campaigns(config.trunk), '')
             return True
         raw = await redis.hget(key, 'config')
     old = CampaignConfig.model_validate_json(raw or '{}')

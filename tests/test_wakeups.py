@@ -9,8 +9,10 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 import pytest
+import redis.asyncio as aredis
 from arq.connections import RedisSettings, create_pool
 from pydantic import SecretStr
+from redis.exceptions import ResponseError
 
 from dialer import constants as k
 from dialer.scripts import Scripts
@@ -239,3 +241,21 @@ async def test_a_poll_is_announced_only_when_due_within_the_trackers_longest_sle
     finally:
         listener.cancel()
         await asyncio.gather(listener, return_exceptions=True)
+
+
+async def test_a_redis_user_without_channel_permissions_loses_only_the_wake_up(redis, redis_url: str) -> None:
+    # Redis 7 users get no channel permissions unless given (acl-pubsub-default resetchannels)
+    await redis.execute_command('ACL', 'SETUSER', 'nochannels', 'on', '>pw', '~*', 'resetchannels', '+@all')
+    limited = aredis.Redis.from_url(redis_url.replace('redis://', 'redis://nochannels:pw@'), decode_responses=True)
+    with pytest.raises(ResponseError, match=r'(?i)noperm|permission'):
+        await limited.publish('dialer:test:wake', '')
+    try:
+        attempt_id = await live_call(limited)  # created.lua and the rest run as that user
+        scripts = Scripts(limited)
+        member = f'{attempt_id}|call-1'
+        verdict, _ = await scripts.nudge(attempt_id, 'call-1', member, 'd-1', replay_ms=60_000, live_window_ms=60_000)
+        assert verdict == 'polled_now', 'the webhook is recorded although its announcement was refused'
+        assert await redis.zscore(k.TRACKING, member) <= await scripts.now_ms()
+    finally:
+        await limited.aclose()
+        await redis.execute_command('ACL', 'DELUSER', 'nochannels')

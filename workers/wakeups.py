@@ -37,8 +37,10 @@ log = structlog.get_logger(__name__)
 
 #: Longest sleep of an idle tracker or pacer.
 LONGEST_SLEEP = 1.0
-#: Pause before listening again after the pub/sub connection failed.
+#: Pause before listening again after the pub/sub connection failed, doubling while it keeps failing
+#: (a Redis user without channel permissions fails every time) up to ``LONGEST_RECONNECT_DELAY``.
 RECONNECT_DELAY = 1.0
+LONGEST_RECONNECT_DELAY = 60.0
 
 
 def longest_sleep(settings: Settings) -> float:
@@ -133,7 +135,8 @@ class Wakeups:
             sleeper.wake()
 
     async def run(self) -> None:
-        """Listen until cancelled; a lost connection is made again after ``RECONNECT_DELAY``."""
+        """Listen until cancelled; a lost connection is made again after a pause."""
+        delay = RECONNECT_DELAY
         while True:
             pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
             try:
@@ -141,14 +144,16 @@ class Wakeups:
                     await pubsub.subscribe(*self._channels)
                 if self._patterns:
                     await pubsub.psubscribe(*self._patterns)
+                delay = RECONNECT_DELAY
                 # whatever was announced before this connection listened was missed: look now
                 self._wake_all()
                 async for message in pubsub.listen():
                     self._deliver(message)
             except Exception as exc:  # any failure: the sleepers look, we listen again
-                log.warning('wakeups_lost', error=str(exc) or type(exc).__name__)
+                log.warning('wakeups_lost', error=str(exc) or type(exc).__name__, retry_in=delay)
                 self._wake_all()
-                await asyncio.sleep(RECONNECT_DELAY)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, LONGEST_RECONNECT_DELAY)
             finally:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()

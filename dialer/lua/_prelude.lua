@@ -59,8 +59,10 @@ local LEG_GRACE_MS = 5000
 -- when the script is loaded (dialer/scripts.py); an entry due later is seen by a look before then.
 local WAKE_HORIZON_MS = 1000
 
+-- pcall: a Redis user without channel permissions (ACL `&...`) loses only the wake-up, never the
+-- script's writes (the loops then look at their longest sleep).
 local function announce(channel)
-  redis.call('PUBLISH', channel, '')
+  redis.pcall('PUBLISH', channel, '')
 end
 
 -- A campaign joins its trunk's rotation (the set the pacers claim from); pacers with nothing to
