@@ -71,7 +71,7 @@ class CallTracker:
 
     async def run(self, stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
-        busy = min(BUSY_SLEEP, self.rt.settings.poll_interval / 2)
+        busy = self._busy_pause
         with self.sleeper.stopped_by(stop):
             while not stop.is_set():
                 started = loop.time()
@@ -84,10 +84,15 @@ class CallTracker:
                 await asyncio.sleep(max(0.0, started + busy - loop.time()))
         await self._drain()
 
+    @property
+    def _busy_pause(self) -> float:
+        """The shortest time between two looks (and until hand-backs go back on a look)."""
+        return min(BUSY_SLEEP, self.rt.settings.poll_interval / 2)
+
     async def _look(self) -> float:
         """Lease the due calls and start their polls; returns the seconds to sleep before the next look."""
         settings = self.rt.settings
-        busy = min(BUSY_SLEEP, settings.poll_interval / 2)
+        busy = self._busy_pause
         room = settings.tracker_concurrency - len(self._tasks)
         limit = max(min(room, LEASE_BATCH), 0)
         members: list[str] = []
@@ -155,7 +160,7 @@ class CallTracker:
                 self._later.update({member: 0, f'{member}|b': 0})
             if self._later:
                 # handed back on a look soon, batched with other polls ending meanwhile
-                self.sleeper.wake_within(min(BUSY_SLEEP, self.rt.settings.poll_interval / 2))
+                self.sleeper.wake_within(self._busy_pause)
 
     def _next_poll_ms(self, call: dict[str, Any]) -> int:
         """When to look at a live call again: the safety net with webhooks, the interval without."""
