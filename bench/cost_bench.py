@@ -66,6 +66,8 @@ class Figures:
     round_trips: int = 0
     requests: dict[str, int] | None = None
     by_command: dict[str, int] | None = None
+    #: The worker's garbage collections during the campaign: generation -> (collections, seconds).
+    gc: dict[str, tuple[int, float]] | None = None
     #: CPU seconds per second of the idle worker before the campaign (what a fleet costs between campaigns).
     idle_cpu_per_second: float | None = None
 
@@ -243,6 +245,13 @@ def ours(url: str, work: Path, args: argparse.Namespace, talk: int, *, webhooks:
         seconds=seconds,
         scripts=scripts,
         pickups=after['pickups'] - before['pickups'],
+        gc={
+            generation: (
+                int(n - before.get('gc', {}).get(generation, (0, 0.0))[0]),
+                seconds - before.get('gc', {}).get(generation, (0, 0.0))[1],
+            )
+            for generation, (n, seconds) in after.get('gc', {}).items()
+        },
         gets=int(requests.get('get_call', 0)),
         receiver_cpu=receiver_cpu,
         round_trips=after['round_trips'] - before['round_trips'],
@@ -361,6 +370,10 @@ def report(figures: Figures, base: Figures | None, created: int) -> None:
         print(f'  of which the worker {worker_ms:.2f} ms, the webhook receiver {receiver_ms:.2f} ms')
     if figures.idle_cpu_per_second is not None:
         print(f'  the idle worker before the campaign: {figures.idle_cpu_per_second * 1000:.1f} ms of CPU per second')
+    if figures.gc:
+        spent = sum(seconds for _, seconds in figures.gc.values()) / max(figures.calls, 1) * 1000
+        runs = ', '.join(f'gen {generation} {n}' for generation, (n, _) in sorted(figures.gc.items()))
+        print(f'  garbage collection in the worker: {spent:.2f} ms per call ({runs})')
     if figures.scripts:
         per = {name: n / max(created, 1) for name, n in sorted(figures.scripts.items(), key=lambda x: -x[1])}
         print('  script runs per call: ' + ', '.join(f'{name} {value:.2f}' for name, value in per.items()))

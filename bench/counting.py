@@ -12,6 +12,7 @@ one integer increment per request, so it does not change the figures measured ar
 from __future__ import annotations
 
 import atexit
+import gc
 import json
 import os
 import signal
@@ -30,6 +31,22 @@ _scripts: dict[str, int] = {}
 _pickups = [0]
 _original = AbstractConnection.send_packed_command
 
+
+#: Garbage collections by generation: how many, and the seconds they took.
+_gc: dict[int, list[float]] = {0: [0, 0.0], 1: [0, 0.0], 2: [0, 0.0]}
+_gc_started = [0.0]
+
+
+def _time_gc(phase: str, info: dict[str, int]) -> None:
+    if phase == 'start':
+        _gc_started[0] = time.perf_counter()
+        return
+    entry = _gc[info['generation']]
+    entry[0] += 1
+    entry[1] += time.perf_counter() - _gc_started[0]
+
+
+gc.callbacks.append(_time_gc)
 
 #: Round trips by their first command (a pipeline by its first: MULTI, or the first command sent).
 _by_command: dict[str, int] = {}
@@ -100,6 +117,7 @@ def _reporter(path: Path) -> None:
             'by_command': dict(_by_command),
             'scripts': dict(_scripts),
             'pickups': _pickups[0],
+            'gc': {str(generation): list(entry) for generation, entry in _gc.items()},
             'seq': written[0],
         }
         partial = path.with_suffix('.partial')

@@ -19,6 +19,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from workers.provider_inbound import provider_inbound_route
 from workers.provider_webhooks import provider_routes
+from workers.serving import freeze_startup_objects
 from workers.sip_fallback import sip_fallback_route
 from workers.tool_route import tool_route
 from workers.ultravox_webhook import receive_ultravox_webhook
@@ -146,6 +147,7 @@ def _httptools_protocol() -> type[asyncio.Protocol] | None:
 def serve_webhooks(app: Starlette, settings: Settings, host: str, port: int) -> None:
     base = _httptools_protocol() or HeaderDeadlineProtocol
     protocol = type('Protocol', (base,), {'header_timeout': settings.webhook_header_timeout})
+    freeze_startup_objects()
     uvicorn.run(
         app,
         host=host,

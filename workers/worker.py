@@ -27,7 +27,7 @@ from workers.dial import dial_attempt
 from workers.outbox_delivery import OutboxDelivery
 from workers.pacer import Pacer
 from workers.runtime import RETRIED_ERRORS, Runtime, redis_retry
-from workers.serving import Health, start_metrics_server
+from workers.serving import Health, freeze_startup_objects, start_metrics_server
 from workers.tracker import CallTracker
 from workers.wakeups import Wakeups
 
@@ -167,6 +167,7 @@ def run_worker(settings: Settings, *, burst: bool = False) -> None:
     process = WorkerProcess(settings)
     delay, restarts = 0.5, 0
     worker = build_worker(settings, burst=burst, process=process)
+    freeze_startup_objects()
     try:
         while True:
             try:
