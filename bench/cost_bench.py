@@ -1,6 +1,6 @@
 """What a completed call costs the fleet: worker CPU per completed call under a trunk rate limit (issue 16).
 
-    python bench/cost_bench.py [--calls 400] [--cps 20] [--time-scale 0.05] [--redis-url URL]
+    python bench/cost_bench.py [--calls 400] [--cps 20] [--time-scale 0.05] [--repeat 3] [--redis-url URL]
 
 Each scenario runs one ``dialer worker`` (through ``counting.py``, which also counts Lua script runs
 by name and arq pickups) against the Ultravox simulator, on one trunk limited to ``--cps`` creates per
@@ -24,7 +24,9 @@ moment the idle worker is given the campaign until the last call is finished, / 
 Baseline, in the same run: a bare arq worker whose job makes the same create POST and one GET of the
 call with aiohttp (the least any dialer must do per call), its jobs spaced at the same rate.
 Targets: <= 3x the baseline with webhooks, <= 5x without; <= 4 ms per completed 2-minute call with
-webhooks; rate script runs per created call <= 1.2; arq pickups per call <= 2.
+webhooks; rate script runs per created call <= 1.2; arq pickups per call <= 2. ``--repeat N`` runs
+everything N times, interleaved, and gives the verdicts on the medians too (the figures of a VM move
+by +-15 % from one run to the next).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import asyncio
 import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -403,6 +406,9 @@ def main() -> None:
         '--billed-webhooks', action='store_true', help='register call.billed too (one more delivery per call)'
     )
     parser.add_argument('--unfiltered-pickups', action='store_true', help="arq's own pickup (before issue 16)")
+    parser.add_argument(
+        '--repeat', type=int, default=1, help='rounds (baseline + every scenario each); >1 also prints medians'
+    )
     parser.add_argument('--redis-url', default=None, help='default: a private redis-server on a free port')
     parser.add_argument('--baseline-worker', action='store_true', help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -410,27 +416,59 @@ def main() -> None:
         baseline_worker()
         return
     benchlib.print_machine()
+    #: each run's ms per call and, for ours, its ratio to the baseline of the same round
+    rounds: dict[str, list[tuple[float, float]]] = {}
     with tempfile.TemporaryDirectory(prefix='cost-bench-') as tmp, benchlib.redis_server(args.redis_url) as url:
         work = Path(tmp)
-        # the baseline's cost does not depend on how long its calls last: measured once
-        base = baseline(url, args, TALKS['30s'])
-        report(base, None, base.calls)
-        for label in args.talks.split(','):
-            talk = TALKS[label]
-            runs = [(True, True), (True, False)] + ([] if args.no_polling_runs else [(False, False)])
-            if args.warm_only:
-                runs = [run for run in runs if run[1] or not run[0]]
-            for webhooks, warm in runs:
+        for round_number in range(1, args.repeat + 1):
+            if args.repeat > 1:
+                print(f'--- round {round_number} of {args.repeat}')
+            # the baseline's cost does not depend on how long its calls last: measured once a round
+            base = baseline(url, args, TALKS['30s'])
+            report(base, None, base.calls)
+            rounds.setdefault(BASELINE, []).append((base.ms_per_call, 1.0))
+            for talk, webhooks, warm in scenarios(args):
                 figures = ours(url, work, args, talk, webhooks=webhooks, warm=warm)
                 report(figures, base, figures.scripts.get('created', figures.calls))
-                target = TARGET_WEBHOOKS if webhooks else TARGET_POLLING
                 ratio = figures.ms_per_call / base.ms_per_call
-                verdict = 'met' if ratio <= target else 'MISSED'
-                print(f'  target <= {target:g}x the baseline: {verdict}')
-                if webhooks and talk == TALKS['2min']:
-                    verdict = 'met' if figures.ms_per_call <= TARGET_ABSOLUTE_MS else 'MISSED'
-                    print(f'  target <= {TARGET_ABSOLUTE_MS:g} ms per completed 2-minute call: {verdict}')
+                verdicts(figures.ms_per_call, ratio, talk=talk, webhooks=webhooks)
+                rounds.setdefault(figures.name, []).append((figures.ms_per_call, ratio))
+    if args.repeat > 1:
+        report_medians(rounds, args)
     benchlib.print_machine()
+
+
+BASELINE = 'baseline'
+
+
+def scenarios(args: argparse.Namespace) -> list[tuple[int, bool, bool]]:
+    """(talk seconds, webhooks, warm) of each measured run, in the order they run."""
+    runs = [(True, True), (True, False)] + ([] if args.no_polling_runs else [(False, False)])
+    if args.warm_only:
+        runs = [run for run in runs if run[1] or not run[0]]
+    return [(TALKS[label], webhooks, warm) for label in args.talks.split(',') for webhooks, warm in runs]
+
+
+def verdicts(ms_per_call: float, ratio: float, *, talk: int, webhooks: bool) -> None:
+    target = TARGET_WEBHOOKS if webhooks else TARGET_POLLING
+    print(f'  target <= {target:g}x the baseline: {"met" if ratio <= target else "MISSED"}')
+    if webhooks and talk == TALKS['2min']:
+        verdict = 'met' if ms_per_call <= TARGET_ABSOLUTE_MS else 'MISSED'
+        print(f'  target <= {TARGET_ABSOLUTE_MS:g} ms per completed 2-minute call: {verdict}')
+
+
+def report_medians(rounds: dict[str, list[tuple[float, float]]], args: argparse.Namespace) -> None:
+    """Each run's median over the rounds, and the verdicts on them: this VM's speed moves by +-15 %
+    from one run to the next, so one round's verdict can flip either way. Ratios are each round's own
+    (a run against the baseline measured minutes before it), then the median of those."""
+    base = statistics.median(ms for ms, _ in rounds.pop(BASELINE))
+    print(f'--- medians over {args.repeat} rounds (each round: the baseline, then every scenario)')
+    print(f'{BASELINE}: {base:.2f} ms/call')
+    for (talk, webhooks, _), (name, runs) in zip(scenarios(args), rounds.items(), strict=True):
+        ms, ratio = statistics.median(ms for ms, _ in runs), statistics.median(ratio for _, ratio in runs)
+        each = ', '.join(f'{ms:.2f} ms = {ratio:.2f}x' for ms, ratio in runs)
+        print(f'{name}: {ms:.2f} ms/call, {ratio:.2f}x the baseline (rounds: {each})')
+        verdicts(ms, ratio, talk=talk, webhooks=webhooks)
 
 
 if __name__ == '__main__':
