@@ -65,6 +65,8 @@ class Figures:
     scripts: dict[str, int]
     pickups: int
     gets: int
+    #: Wake-up announcements the worker received (one pub/sub message each).
+    wakeups: int = 0
     receiver_cpu: float = 0.0
     round_trips: int = 0
     requests: dict[str, int] | None = None
@@ -248,6 +250,7 @@ def ours(url: str, work: Path, args: argparse.Namespace, talk: int, *, webhooks:
         seconds=seconds,
         scripts=scripts,
         pickups=after['pickups'] - before['pickups'],
+        wakeups=after.get('wakeups', 0) - before.get('wakeups', 0),
         gc={
             generation: (
                 int(n - before.get('gc', {}).get(generation, (0, 0.0))[0]),
@@ -383,7 +386,8 @@ def report(figures: Figures, base: Figures | None, created: int) -> None:
         print(
             f'  arq pickups per call: {figures.pickups / max(created, 1):.2f}; '
             f'Ultravox GETs per call: {figures.gets / max(figures.calls, 1):.2f}; '
-            f'worker Redis round trips per call: {figures.round_trips / max(figures.calls, 1):.1f}'
+            f'worker Redis round trips per call: {figures.round_trips / max(figures.calls, 1):.1f}; '
+            f'wake-up messages per call: {figures.wakeups / max(figures.calls, 1):.2f}'
         )
     if figures.by_command:
         ranked = sorted(figures.by_command.items(), key=lambda x: -x[1])

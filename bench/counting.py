@@ -29,6 +29,8 @@ _count = [0]
 #: Lua script runs by script name, and job ids arq tried to pick up (its WATCH/MULTI per id).
 _scripts: dict[str, int] = {}
 _pickups = [0]
+#: Wake-up announcements the worker received (workers/wakeups.py).
+_wakeups = [0]
 _original = AbstractConnection.send_packed_command
 
 
@@ -88,6 +90,7 @@ def _count_scripts_and_pickups() -> None:
         await start_jobs(self, job_ids)
 
     Worker.start_jobs = counted_start_jobs  # type: ignore[method-assign]
+    _count_wakeups()
     from workers.arq_worker import DialerWorker  # noqa: PLC0415
 
     if os.environ.get('COUNTING_ARQ_UNFILTERED') == '1':
@@ -106,6 +109,20 @@ def _count_scripts_and_pickups() -> None:
     DialerWorker._poll_iteration = counted_dialer_poll  # type: ignore[method-assign]  # noqa: SLF001
 
 
+def _count_wakeups() -> None:
+    try:
+        from workers.wakeups import Wakeups  # noqa: PLC0415
+    except ImportError:  # a tree from before wake-ups
+        return
+    deliver = Wakeups._deliver  # noqa: SLF001
+
+    def counted_deliver(self: Wakeups, message: dict[str, Any]) -> None:
+        _wakeups[0] += 1
+        deliver(self, message)
+
+    Wakeups._deliver = counted_deliver  # type: ignore[method-assign]  # noqa: SLF001
+
+
 def _reporter(path: Path) -> None:
     written = [0]
 
@@ -117,6 +134,7 @@ def _reporter(path: Path) -> None:
             'by_command': dict(_by_command),
             'scripts': dict(_scripts),
             'pickups': _pickups[0],
+            'wakeups': _wakeups[0],
             'gc': {str(generation): list(entry) for generation, entry in _gc.items()},
             'seq': written[0],
         }
