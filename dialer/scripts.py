@@ -54,8 +54,8 @@ _NAMES: Final = (
 )
 
 
-#: Schedule entries due sooner than this are announced to sleeping trackers (``announce`` in the
-#: prelude). It must not be below any tracker's longest sleep: the workers pass theirs
+#: Schedule entries due sooner than this are announced to sleeping loops (``announce_due`` in
+#: ``dialer/lua/_wakeups.lua``). It must not be below any loop's longest sleep: the workers pass theirs
 #: (``workers/wakeups.py``), and everyone else this upper bound of it.
 WAKE_HORIZON_MS: Final = 1000
 _HORIZON_LINE = f'local WAKE_HORIZON_MS = {WAKE_HORIZON_MS}'
@@ -64,13 +64,14 @@ _HORIZON_LINE = f'local WAKE_HORIZON_MS = {WAKE_HORIZON_MS}'
 @cache
 def _source(name: str, wake_horizon_ms: int = WAKE_HORIZON_MS) -> str:
     lua = files('dialer') / 'lua'
-    prelude = (lua / '_prelude.lua').read_text()
-    if _HORIZON_LINE not in prelude:
-        raise RuntimeError(f'dialer/lua/_prelude.lua no longer sets {_HORIZON_LINE!r}')
-    prelude = prelude.replace(_HORIZON_LINE, f'local WAKE_HORIZON_MS = {wake_horizon_ms}')
-    # the outbox comes first: the prelude's maybe_complete appends campaign.completed through it
-    parts = [(lua / '_outbox.lua').read_text(), prelude, (lua / f'{name}.lua').read_text()]
-    return '\n'.join(parts)
+    wakeups = (lua / '_wakeups.lua').read_text()
+    if _HORIZON_LINE not in wakeups:
+        raise RuntimeError(f'dialer/lua/_wakeups.lua no longer sets {_HORIZON_LINE!r}')
+    wakeups = wakeups.replace(_HORIZON_LINE, f'local WAKE_HORIZON_MS = {wake_horizon_ms}')
+    # in order of use: the outbox announces its due events, the prelude's maybe_complete appends
+    # campaign.completed through the outbox, every script uses the prelude
+    parts = [wakeups, (lua / '_outbox.lua').read_text(), (lua / '_prelude.lua').read_text()]
+    return '\n'.join([*parts, (lua / f'{name}.lua').read_text()])
 
 
 def register(redis: Redis, name: str, wake_horizon_ms: int = WAKE_HORIZON_MS) -> AsyncScript:
@@ -158,6 +159,16 @@ class Leased:
     member: str
     event: str
     failures: int
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxLook:
+    """What one look at a destination's outbox leased, and when its next event falls due."""
+
+    leases: list[Leased]
+    #: ms from the look until the destination's next head is due (a lease running out included);
+    #: None when nothing is queued there.
+    next_due_ms: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -527,12 +538,15 @@ class Scripts:
         )
         return str(result) or None
 
-    async def outbox_lease(self, destination: str, limit: int, lease_ms: int) -> list[Leased]:
+    async def outbox_lease(self, destination: str, limit: int, lease_ms: int) -> OutboxLook:
         queue, heads, pending, tries, _ = k.outbox_destination_keys(destination)
-        flat = await self._run('outbox_lease', [k.OUTBOX_EVENTS, queue, heads, pending, tries], [limit, lease_ms])
-        return [
+        next_ms, *flat = await self._run(
+            'outbox_lease', [k.OUTBOX_EVENTS, queue, heads, pending, tries], [limit, lease_ms]
+        )
+        leases = [
             Leased(str(flat[i]), str(flat[i + 1]), str(flat[i + 2]), int(flat[i + 3])) for i in range(0, len(flat), 4)
         ]
+        return OutboxLook(leases, None if int(next_ms) < 0 else int(next_ms))
 
     async def outbox_ack(self, destination: str, leased: Leased, event_id: str) -> bool:
         keys = k.outbox_destination_keys(destination)[:4]

@@ -93,14 +93,14 @@ async def test_a_contacts_events_are_leased_one_at_a_time_in_order(redis: Redis)
     first = await append_event(scripts, box, 'attempt.ended', 'c:+1', {'n': 1})
     await append_event(scripts, box, 'attempt.ended', 'c:+2', {'n': 1})
     second = await append_event(scripts, box, 'contact.completed', 'c:+1', {'n': 2})
-    leased = await scripts.outbox_lease(dest, 10, 60_000)
+    leased = (await scripts.outbox_lease(dest, 10, 60_000)).leases
     assert sorted(lease.ordering_key for lease in leased) == ['c:+1', 'c:+2']
-    assert await scripts.outbox_lease(dest, 10, 60_000) == [], 'a leased contact offers nothing more'
+    assert (await scripts.outbox_lease(dest, 10, 60_000)).leases == [], 'a leased contact offers nothing more'
     lease = next(lease for lease in leased if lease.ordering_key == 'c:+1')
     assert event_body(lease.event)[0] == first
     assert await scripts.outbox_ack(dest, lease, str(first))
     assert not await scripts.outbox_ack(dest, lease, str(first)), 'an ack is recorded once'
-    (following,) = await scripts.outbox_lease(dest, 10, 60_000)
+    (following,) = (await scripts.outbox_lease(dest, 10, 60_000)).leases
     assert event_body(following.event)[0] == second
 
 
@@ -109,15 +109,15 @@ async def test_a_failing_event_holds_its_contact_back_then_is_given_up_after_the
     scripts, dest = Scripts(redis, box), box.destination_ids[0]
     first = str(await append_event(scripts, box, 'attempt.ended', 'c:+1', {}))
     second = str(await append_event(scripts, box, 'contact.completed', 'c:+1', {}))
-    (lease,) = await scripts.outbox_lease(dest, 10, 60_000)
+    (lease,) = (await scripts.outbox_lease(dest, 10, 60_000)).leases
     assert await scripts.outbox_nack(dest, lease, first, retry_window_ms=3_600_000, delay_ms=60_000) == 'retry'
-    assert await scripts.outbox_lease(dest, 10, 60_000) == [], 'the next event waits behind the failing one'
+    assert (await scripts.outbox_lease(dest, 10, 60_000)).leases == [], 'the next event waits behind the failing one'
     await redis.zadd(k.outbox_heads(dest), {'c:+1': 0})  # its backoff is over
-    (again,) = await scripts.outbox_lease(dest, 10, 60_000)
+    (again,) = (await scripts.outbox_lease(dest, 10, 60_000)).leases
     assert (event_body(again.event)[0], again.failures) == (first, 1)
     assert await scripts.outbox_nack(dest, again, first, retry_window_ms=0, delay_ms=1) == 'dead'
     assert await redis.zrange(k.outbox_dead(dest), 0, -1) == [first]
-    (after,) = await scripts.outbox_lease(dest, 10, 60_000)
+    (after,) = (await scripts.outbox_lease(dest, 10, 60_000)).leases
     assert event_body(after.event)[0] == second
 
 
@@ -138,13 +138,13 @@ async def test_replay_sends_retained_events_again_and_retention_forgets_delivere
     for n in range(3):
         await append_event(scripts, box, 'attempt.ended', 'c:+1', {'n': n})
     for _ in range(3):
-        (lease,) = await scripts.outbox_lease(dest, 10, 60_000)
+        (lease,) = (await scripts.outbox_lease(dest, 10, 60_000)).leases
         await scripts.outbox_ack(dest, lease, event_body(lease.event)[0])
     assert await redis.zcard(k.outbox_pending(dest)) == 0
     assert await scripts.outbox_replay(dest, 0, 0, 100) == (3, 3)
     assert await scripts.outbox_replay(dest, 0, 0, 100) == (0, 3), 'pending events are not queued twice'
     assert await scripts.outbox_trim([dest], 0) == 0, 'pending events are kept'
-    (lease,) = await scripts.outbox_lease(dest, 10, 60_000)
+    (lease,) = (await scripts.outbox_lease(dest, 10, 60_000)).leases
     assert json.loads(event_body(lease.event)[2])['data'] == {'n': 0}, 'a replay keeps the order'
     await redis.delete(k.outbox_queue(dest), k.outbox_pending(dest), k.outbox_heads(dest))
     assert await scripts.outbox_trim([dest], 0) == 3

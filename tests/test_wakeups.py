@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -15,15 +16,18 @@ from pydantic import SecretStr
 from redis.exceptions import ResponseError
 
 from dialer import constants as k
-from dialer.scripts import Scripts
+from dialer.outbox import Outbox, ResultWebhook, append_event
+from dialer.scripts import Scripts, SlotLimits
 from dialer.settings import Settings
 from simulator.testing import free_port
 from tests.fleet_helpers import start_valkey
 from tests.ledger import LIMITS, begin_first, claim, live_call, make_campaign, runtime_on_t1
+from tests.result_receiver import ResultReceiver
 from tests.test_tracker_nudges import ultravox_peer, wait_for
 from tests.threaded_server import ThreadedServer
 from workers import pacer as pacer_module
 from workers import wakeups as wakeups_module
+from workers.outbox_delivery import OutboxDelivery
 from workers.pacer import Pacer
 from workers.runtime import Runtime
 from workers.tracker import CallTracker
@@ -35,6 +39,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 HOUR = 3600.0
+RESULT_SECRET = 'receiver-secret-0123456789'
 
 
 @pytest.fixture(scope='module')
@@ -241,6 +246,84 @@ async def test_a_poll_is_announced_only_when_due_within_the_trackers_longest_sle
     finally:
         listener.cancel()
         await asyncio.gather(listener, return_exceptions=True)
+
+
+async def test_a_poll_is_announced_only_when_it_is_the_schedules_next(redis) -> None:
+    """An entry due no sooner than one already in the schedule needs no announcement: every tracker
+    looks by that one's time (it saw it, or was told of it). Under load something is nearly always
+    due, so a busy fleet's workers are not each sent a message per call."""
+    minute = 60_000
+    scripts = Scripts(redis, wake_horizon_ms=3_600_000)  # every poll here is due within the horizon
+    limits = SlotLimits(trunk=4, account=0)
+    await make_campaign(redis, numbers=4)
+    job_refs = (await claim(scripts, limits=limits)).job_refs
+    for job_ref in job_refs:
+        assert (await scripts.begin(job_ref, 't1', limits, 60_000)).verdict == 'go'
+    first, behind, level, sooner = (job_ref.split('#')[0] for job_ref in job_refs)
+    sleeper = Sleeper()
+    wakeups = Wakeups(redis)
+    wakeups.on_channel(k.TRACKING, sleeper)
+    listener = await listening(wakeups, sleeper, lambda: subscribed(redis, k.TRACKING))
+
+    async def create(attempt_id: str, call_id: str, first_poll_ms: int) -> None:
+        assert await scripts.created(attempt_id, 't1', call_id, limits, lease_ms=minute, first_poll_ms=first_poll_ms)
+
+    try:
+        await create(first, 'call-1', 10 * minute)
+        await wait_for(lambda: asyncio.sleep(0, wakeups.received >= 1), "the schedule's next poll is announced")
+        # due after it, or with it: not announced
+        await create(behind, 'call-2', 20 * minute)
+        await create(level, 'call-3', 20 * minute)
+        due = await redis.zscore(k.TRACKING, f'{first}|call-1')
+        await scripts.reschedule(k.TRACKING, [f'{level}|call-3'], int(due - await scripts.now_ms()))
+        # sooner than every entry: announced
+        await create(sooner, 'call-4', minute)
+        # a last message of our own: they arrive in order, so every announcement made is in before it
+        await redis.publish(k.TRACKING, 'end of test')
+        await wait_for(lambda: asyncio.sleep(0, wakeups.received >= 3), 'our own message arrives')
+        assert wakeups.received == 3
+    finally:
+        listener.cancel()
+        await asyncio.gather(listener, return_exceptions=True)
+
+
+async def test_a_sleeping_delivery_loop_sends_an_appended_event_at_once_and_a_failed_one_when_its_retry_is_due(
+    redis, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The result-webhook loop sleeps half an hour here: an event appended by another process reaches
+    the receiver only because its append is announced, and a failed delivery is tried again only
+    because the look after it says when (a retry a few hundred ms away is not announced)."""
+    monkeypatch.setattr(wakeups_module, 'LONGEST_SLEEP', HOUR)
+    receiver = ResultReceiver(RESULT_SECRET)  # down until the first delivery has failed
+    settings = Settings(
+        redis_url=redis_url,
+        result_webhooks=[ResultWebhook(url=receiver.url, secret=RESULT_SECRET)],
+        poll_initial=HOUR,
+        poll_interval=HOUR,
+        outbox_timeout=1,
+        outbox_backoff_cap=0.3,
+    )
+    box = Outbox.from_settings(settings)
+    # only what falls due at once is announced: a retry must be found by the loop's own look
+    scripts = Scripts(redis, box, wake_horizon_ms=1)
+    delivery = OutboxDelivery(SimpleNamespace(settings=settings, scripts=scripts))  # type: ignore[arg-type]
+    wakeups = Wakeups(redis)
+    wakeups.on_pattern(k.outbox_heads('*'), delivery.sleeper)
+    listener = await listening(wakeups, delivery.sleeper, lambda: subscribed_to_pattern(redis))
+    stop = asyncio.Event()
+    loop = asyncio.create_task(delivery.run(stop))
+    dest = box.destination_ids[0]
+    try:
+        await wait_for(lambda: asyncio.sleep(0, delivery.sleeper.sleeping), 'the delivery loop sleeps')
+        event_id = await append_event(scripts, box, 'attempt.ended', 'c:+1', {'n': 1})
+        await wait_for(lambda: redis.hlen(k.outbox_tries(dest)), 'the first delivery is tried, and fails')
+        receiver.start()
+        await wait_for(lambda: asyncio.sleep(0, len(receiver.snapshot()) == 1), 'the retry is delivered')
+        assert [event['id'] for event in receiver.snapshot()] == [event_id]
+    finally:
+        await stop_all(stop, listener)
+        await loop
+        receiver.stop()
 
 
 async def test_a_redis_user_without_channel_permissions_loses_only_the_wake_up(redis, redis_url: str) -> None:

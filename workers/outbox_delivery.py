@@ -35,6 +35,7 @@ from dialer.outbox import (
     expire_removed_destinations,
     signed_headers,
 )
+from workers.wakeups import Sleeper, longest_sleep
 
 
 if TYPE_CHECKING:
@@ -45,8 +46,8 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-#: Longest pause between two looks at the outbox when nothing is due.
-IDLE_SLEEP = 0.2
+#: Shortest time between two looks at the outbox: what used to be its fixed poll.
+BUSY_SLEEP = 0.2
 #: How often one worker trims delivered events past their retention.
 TRIM_INTERVAL = 60.0
 #: A ``Retry-After`` longer than this is not waited for beyond the normal backoff cap.
@@ -82,47 +83,67 @@ class OutboxDelivery:
             max_connections=settings.outbox_concurrency,
         )
         self._owns_client = client is None
+        #: Woken by an announced due event (``workers/wakeups.py``) or a delivery ending.
+        self.sleeper = Sleeper()
         self._tasks: set[asyncio.Task[None]] = set()
         self._leased: dict[str, set[str]] = {d.destination_id: set() for d in self.outbox.destinations}
         self._lease_ms = lease_ms(settings.outbox_timeout)
         self._retry_window_ms = math.ceil(settings.outbox_retry_hours * 3_600_000)
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Lease and deliver until ``stop``. Between looks the loop sleeps until the next event falls due
+        (each look says when), at most its longest sleep: an event made due sooner is announced
+        (``outbox_due`` in ``dialer/lua/_outbox.lua``), and a delivery ending wakes it too (its slot is free,
+        and the contact's next event may be due). At most one look per ``BUSY_SLEEP``, so events appended
+        one by one are leased together."""
         # Runs without destinations too: events and destination keys left from when some were configured
         # are still trimmed and expired.
         with contextlib.suppress(Exception):
             await adopt_destinations(self.rt.scripts.redis, self.outbox.destination_ids)
-        idle = IDLE_SLEEP if self.outbox.enabled else TRIM_INTERVAL
+        loop = asyncio.get_running_loop()
+        longest = longest_sleep(self.rt.settings) if self.outbox.enabled else TRIM_INTERVAL
         trimmed = 0.0
         try:
-            while not stop.is_set():
-                leased = 0
-                for dest in self.outbox.destinations:
-                    leased += await self._lease(dest)
-                if time.monotonic() - trimmed >= TRIM_INTERVAL:
-                    trimmed = time.monotonic()
-                    await self._trim()
-                if not leased:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), idle)
+            with self.sleeper.stopped_by(stop):
+                while not stop.is_set():
+                    started = loop.time()
+                    self.sleeper.before_look()
+                    pause = longest
+                    for dest in self.outbox.destinations:
+                        pause = min(pause, await self._lease(dest))
+                    if time.monotonic() - trimmed >= TRIM_INTERVAL:
+                        trimmed = time.monotonic()
+                        await self._trim()
+                    if pause <= 0:
+                        continue  # a full batch: more may be due
+                    await self.sleeper.pause(pause)
+                    await asyncio.sleep(max(0.0, started + BUSY_SLEEP - loop.time()))
         finally:
             await self._drain()
 
-    async def _lease(self, dest: ResultWebhook) -> int:
+    async def _lease(self, dest: ResultWebhook) -> float:
+        """Lease what is due at one destination and start its deliveries; returns the seconds until it
+        needs another look (0: a full batch, more may be due)."""
         room = self.rt.settings.outbox_concurrency - len(self._tasks)
         if room <= 0:
-            return 0
+            return TRIM_INTERVAL  # every slot busy: a delivery ending wakes the loop
         try:
-            leases = await self.rt.scripts.outbox_lease(dest.destination_id, room, self._lease_ms)
+            look = await self.rt.scripts.outbox_lease(dest.destination_id, room, self._lease_ms)
         except Exception:
             log.exception('outbox_lease_failed', destination=dest.destination_id)
-            return 0
-        for lease in leases:
+            return BUSY_SLEEP
+        for lease in look.leases:
             self._leased[dest.destination_id].add(lease.ordering_key)
             task = asyncio.create_task(self._deliver(dest, lease))
             self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-        return len(leases)
+            task.add_done_callback(self._delivered)
+        if len(look.leases) >= room:
+            return 0.0
+        return TRIM_INTERVAL if look.next_due_ms is None else look.next_due_ms / 1000
+
+    def _delivered(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self.sleeper.wake()
 
     async def _trim(self) -> None:
         retention_ms = math.ceil(self.rt.settings.outbox_retention_hours * 3_600_000)

@@ -1,15 +1,18 @@
-"""Wake-ups: the tracker and the pacer sleep until they have work, instead of looking every 50 ms.
+"""Wake-ups: the tracker, the pacer and the result-webhook loop sleep until they have work, instead of
+looking every 50 ms (200 ms for result webhooks).
 
 Each used to look at Redis 20 times a second, work or not: an idle worker burnt ~17 ms of CPU per
 second, and at low call rates those looks were most of what a call cost (issue 16). Now:
 
 - the tracker sleeps until its schedule's next member falls due (each look says when), at most
-  :func:`longest_sleep`; the pacer with no campaign on any trunk sleeps ``LONGEST_SLEEP``;
-- scripts announce what a sleeper cannot know (``announce`` in ``dialer/lua/_prelude.lua``): an entry
-  made due sooner than the tracker's longest sleep from now (a webhook's nudge, a new call's first
-  poll, a phone leg's status callback) on a channel named as its schedule, and a campaign joining a
-  trunk's rotation on the channel named as the trunk's campaign set. An entry due later is seen by
-  the look the sleeper makes before then anyway;
+  :func:`longest_sleep`; so does the result-webhook loop until its next event (a retry, a lease
+  running out); the pacer with no campaign on any trunk sleeps ``LONGEST_SLEEP``;
+- scripts announce what a sleeper cannot know (``dialer/lua/_wakeups.lua``): an entry made due sooner
+  than the longest sleep from now (a webhook's nudge, a new call's first poll, a phone leg's status
+  callback, a result-webhook event appended) on a channel named as its schedule, and only when it is
+  the schedule's next (an entry due before it already brings a look in time: a busy fleet sends almost
+  none); and a campaign joining a trunk's rotation on the channel named as the trunk's campaign set.
+  An entry due later is seen by the look the sleeper makes before then anyway;
 - :class:`Wakeups` holds one pub/sub connection per process and wakes the sleepers listening.
 
 Pub/sub delivers at most once: an announcement lost with a dropped connection costs at most one
@@ -35,7 +38,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-#: Longest sleep of an idle tracker or pacer.
+#: Longest sleep of an idle tracker, pacer or result-webhook loop.
 LONGEST_SLEEP = 1.0
 #: Pause before listening again after the pub/sub connection failed, doubling while it keeps failing
 #: (a Redis user without channel permissions fails every time) up to ``LONGEST_RECONNECT_DELAY``.
@@ -44,9 +47,9 @@ LONGEST_RECONNECT_DELAY = 60.0
 
 
 def longest_sleep(settings: Settings) -> float:
-    """The tracker's longest sleep, and so the scripts' announcement horizon (``Runtime.create``):
-    1 s, or half the first poll or poll interval if shorter. A call's first poll (5 s by default) is
-    then seen by a look in time without an announcement of its own."""
+    """The longest sleep of the tracker and the result-webhook loop, and so the scripts' announcement
+    horizon (``Runtime.create``): 1 s, or half the first poll or poll interval if shorter. A call's
+    first poll (5 s by default) is then seen by a look in time without an announcement of its own."""
     return min(LONGEST_SLEEP, settings.poll_initial / 2, settings.poll_interval / 2)
 
 

@@ -70,14 +70,15 @@ async def startup(ctx: dict[str, Any]) -> None:
     ctx['stop'] = stop
     await warm_up(rt)
     pacer, tracker = Pacer(rt, ctx['redis'], ctx['worker_id'], ctx.get('wake_jobs')), CallTracker(rt)
-    # both sleep until they have work: announcements wake them (workers/wakeups.py)
+    # result webhooks: a loop of its own, so a slow or dead destination never slows dialling
+    delivery = OutboxDelivery(rt)
+    # all three sleep until they have work: announcements wake them (workers/wakeups.py)
     wakeups = Wakeups(rt.redis)
     wakeups.on_channel(k.TRACKING, tracker.sleeper)
     wakeups.on_pattern(k.trunk_campaigns('*'), pacer.sleeper)
+    wakeups.on_pattern(k.outbox_heads('*'), delivery.sleeper)
     ctx['wakeups'] = asyncio.create_task(wakeups.run())
-    ctx['loops'] = [asyncio.create_task(pacer.run(stop)), asyncio.create_task(tracker.run(stop))]
-    # result webhooks: a loop of its own, so a slow or dead destination never slows dialling
-    ctx['loops'].append(asyncio.create_task(OutboxDelivery(rt).run(stop)))
+    ctx['loops'] = [asyncio.create_task(loop.run(stop)) for loop in (pacer, tracker, delivery)]
     process.health.loop_turned(redis_up=True)
     log.info('worker_started', worker=ctx['worker_id'], trunks=sorted(rt.trunks.trunks))
 

@@ -1,4 +1,5 @@
--- The result-webhook outbox (dialer/outbox.py), shared by every script (prepended before the prelude).
+-- The result-webhook outbox (dialer/outbox.py), shared by every script (prepended after the wake-ups,
+-- before the prelude). A due event is announced to sleeping delivery loops (outbox_due).
 -- A script that records a fact appends its event here, in the same atomic step, so a fact never
 -- exists without its event. A script takes part by passing the outbox tail (Outbox.keys() and
 -- Outbox.args() in Python) at the END of its KEYS and ARGV and calling outbox_open(first key index,
@@ -27,14 +28,22 @@ local function outbox_first(queue, okey)
   return first
 end
 
+-- Make a contact's oldest undelivered event at a destination due at ``due_ms`` (``nx``: unless it is
+-- already scheduled), announced to sleeping delivery loops when it is the destination's next.
+local function outbox_due(dest, okey, due_ms, now, nx)
+  local added = nx and redis.call('ZADD', dest.heads, 'NX', due_ms, okey)
+    or redis.call('ZADD', dest.heads, 'CH', due_ms, okey)
+  if added > 0 then announce_due(dest.heads, {okey}, due_ms, now) end
+end
+
 -- Remove one event from a destination (delivered, given up or dropped) and make the contact's
--- next event, if any, due at ``due_ms``.
-local function outbox_advance(dest, okey, member, id, due_ms)
+-- next event, if any, due now.
+local function outbox_advance(dest, okey, member, id, now)
   local removed = redis.call('ZREM', dest.queue, member)
   redis.call('ZREM', dest.pending, id)
   redis.call('HDEL', dest.tries, id)
   if outbox_first(dest.queue, okey) then
-    redis.call('ZADD', dest.heads, due_ms, okey)
+    outbox_due(dest, okey, now, now, false)
   else
     redis.call('ZREM', dest.heads, okey)
   end
@@ -77,7 +86,7 @@ local function outbox_append(etype, okey, data, now)
     redis.call('ZADD', dest.queue, 0, member)
     redis.call('ZADD', dest.pending, now, id)
     -- the contact's earlier event, if any, is still on its way: this one waits behind it
-    redis.call('ZADD', dest.heads, 'NX', now, okey)
+    outbox_due(dest, okey, now, now, true)
   end
   outbox_trim_cap(now)
   return id

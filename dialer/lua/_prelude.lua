@@ -52,29 +52,16 @@ end
 -- past it, its worker is presumed lost (the tracker gives the leg to another after poll_visibility).
 local LEG_GRACE_MS = 5000
 
--- Trackers and pacers sleep until they have work (workers/wakeups.py). A schedule entry made due
--- sooner than a tracker's longest sleep is announced on a channel named as the schedule, and a
--- campaign joining a trunk's rotation on the channel named as the trunk's campaign set; a missed
--- announcement costs at most that longest sleep. The horizon is the workers' longest sleep, set
--- when the script is loaded (dialer/scripts.py); an entry due later is seen by a look before then.
-local WAKE_HORIZON_MS = 1000
-
--- pcall: a Redis user without channel permissions (ACL `&...`) loses only the wake-up, never the
--- script's writes (the loops then look at their longest sleep).
-local function announce(channel)
-  redis.pcall('PUBLISH', channel, '')
-end
-
 -- A campaign joins its trunk's rotation (the set the pacers claim from); pacers with nothing to
 -- claim sleep until one does.
 local function join_rotation(trunk_campaigns, name)
   if redis.call('SADD', trunk_campaigns, name) == 1 then announce(trunk_campaigns) end
 end
 
--- Set a member's next poll time in a schedule ZSET, announcing it when it is soon.
+-- Set a member's next poll time in a schedule ZSET, announcing it when it is soon (see announce_due).
 local function schedule_at(schedule, due, member, now)
   redis.call('ZADD', schedule, due, member)
-  if due - now < WAKE_HORIZON_MS then announce(schedule) end
+  announce_due(schedule, {member}, due, now)
 end
 
 -- Move a member still in a schedule ZSET to ``later`` (one already removed stays removed). A member
@@ -86,7 +73,7 @@ local function reschedule_member(schedule, member, later, now, quiet)
   local score = tonumber(redis.call('ZSCORE', schedule, member))
   if score and score > now then
     local moved = redis.call('ZADD', schedule, 'XX', 'CH', later, member)
-    if moved > 0 and not quiet and later - now < WAKE_HORIZON_MS then announce(schedule) end
+    if moved > 0 and not quiet then announce_due(schedule, {member}, later, now) end
     return moved
   end
   return 0

@@ -25,7 +25,7 @@ local moved = redis.call('ZADD', KEYS[5], 'XX', 'CH', now, ARGV[4])
 moved = moved + redis.call('ZADD', KEYS[5], 'XX', 'CH', now, ARGV[4] .. '|b')
 redis.call('SET', KEYS[6], now, 'PX', tonumber(ARGV[5]))
 if moved > 0 then
-  announce(KEYS[5])
+  announce_due(KEYS[5], {ARGV[4], ARGV[4] .. '|b'}, now, now)
   return {'polled_now', ''}
 end
 return {'duplicate', ''}

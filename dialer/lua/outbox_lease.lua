@@ -2,7 +2,9 @@
 -- try is due, pushed ARGV[2] ms ahead so that a worker that vanishes mid-delivery gives it back.
 -- KEYS: 1 clock, 2 events, 3 queue, 4 heads, 5 pending, 6 tries
 -- ARGV: 1 limit, 2 lease ms
--- Returns a flat list: ordering key, queue member, event JSON, failures so far; ... for each lease.
+-- Returns the ms until the destination's next head falls due after this look (-1: none; a leased
+-- one when its lease runs out), then a flat list: ordering key, queue member, event JSON, failures so
+-- far; ... for each lease. The delivery loop sleeps until then (workers/wakeups.py).
 local now = now_ms()
 local due = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
 local dest = {queue = KEYS[3], heads = KEYS[4], pending = KEYS[5], tries = KEYS[6]}
@@ -26,4 +28,6 @@ for _, okey in ipairs(due) do
   end
   if not member then redis.call('ZREM', KEYS[4], okey) end
 end
+local first = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')
+table.insert(out, 1, first[2] and math.max(tonumber(first[2]) - now, 0) or -1)
 return out

@@ -14,5 +14,5 @@ if now - appended >= tonumber(ARGV[4]) then
   redis.call('ZADD', KEYS[6], now, ARGV[3])
   return 'dead'
 end
-redis.call('ZADD', KEYS[3], now + tonumber(ARGV[5]), ARGV[1])
+outbox_due({heads = KEYS[3]}, ARGV[1], now + tonumber(ARGV[5]), now, false)
 return 'retry'

@@ -14,7 +14,7 @@ for _, id in ipairs(ids) do
     redis.call('ZADD', KEYS[4], 0, event.key .. '|' .. string.format('%012d', event.seq) .. '|' .. id)
     redis.call('ZADD', KEYS[6], event.at, id)
     redis.call('ZREM', KEYS[8], id)
-    redis.call('ZADD', KEYS[5], 'NX', now, event.key)
+    outbox_due({heads = KEYS[5]}, event.key, now, now, true)
     queued = queued + 1
   end
 end
