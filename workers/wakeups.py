@@ -10,8 +10,9 @@ second, and at low call rates those looks were most of what a call cost (issue 1
 - scripts announce what a sleeper cannot know (``dialer/lua/_wakeups.lua``): an entry made due sooner
   than the longest sleep from now (a webhook's nudge, a new call's first poll, a phone leg's status
   callback, a result-webhook event appended) on a channel named as its schedule, and only when it is
-  the schedule's next (an entry due before it already brings a look in time: a busy fleet sends almost
-  none); and a campaign joining a trunk's rotation on the channel named as the trunk's campaign set.
+  the schedule's next (an entry due before it already brings a look in time: events appended while
+  others wait for the result-webhook loop's next look are not announced); and a campaign joining a
+  trunk's rotation on the channel named as the trunk's campaign set.
   An entry due later is seen by the look the sleeper makes before then anyway;
 - :class:`Wakeups` holds one pub/sub connection per process and wakes the sleepers listening.
 

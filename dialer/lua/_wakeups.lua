@@ -19,8 +19,8 @@ end
 -- and sleeps until it at most, or it was announced, or it was due beyond the horizon when made (so
 -- past the sleepers' next looks), or it was handed back by a tracker whose look told it, or it was not
 -- announced itself for an entry before it. A leased entry is pushed ahead by a visibility (longer than
--- the horizon), so it never counts. Under load some entry is nearly always due: a busy fleet sends
--- almost no announcements, where one per entry would reach every worker.
+-- the horizon), so it never counts. Where due entries wait for a look (the result-webhook loop looks
+-- at most every 200 ms, a tracker that falls behind), most are then not sent to every worker.
 local function announce_due(schedule, own, due, now)
   if due - now >= WAKE_HORIZON_MS then return end
   local first = redis.call('ZRANGE', schedule, 0, #own, 'WITHSCORES')
