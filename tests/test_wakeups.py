@@ -250,8 +250,8 @@ async def test_a_poll_is_announced_only_when_due_within_the_trackers_longest_sle
 
 async def test_a_poll_is_announced_only_when_it_is_the_schedules_next(redis) -> None:
     """An entry due no sooner than one already in the schedule needs no announcement: every tracker
-    looks by that one's time (it saw it, or was told of it). Under load something is nearly always
-    due, so a busy fleet's workers are not each sent a message per call."""
+    looks by that one's time (it saw it, or was told of it), so the fleet's workers are not each sent
+    a message for it."""
     minute = 60_000
     scripts = Scripts(redis, wake_horizon_ms=3_600_000)  # every poll here is due within the horizon
     limits = SlotLimits(trunk=4, account=0)
