@@ -89,6 +89,8 @@ class OutboxDelivery:
         self._leased: dict[str, set[str]] = {d.destination_id: set() for d in self.outbox.destinations}
         self._lease_ms = lease_ms(settings.outbox_timeout)
         self._retry_window_ms = math.ceil(settings.outbox_retry_hours * 3_600_000)
+        #: When this loop last trimmed (monotonic seconds; 0: not yet).
+        self._trimmed = 0.0
 
     async def run(self, stop: asyncio.Event) -> None:
         """Lease and deliver until ``stop``. Between looks the loop sleeps until the next event falls due
@@ -100,26 +102,20 @@ class OutboxDelivery:
         # are still trimmed and expired.
         with contextlib.suppress(Exception):
             await adopt_destinations(self.rt.scripts.redis, self.outbox.destination_ids)
-        loop = asyncio.get_running_loop()
-        longest = longest_sleep(self.rt.settings) if self.outbox.enabled else TRIM_INTERVAL
-        trimmed = 0.0
         try:
-            with self.sleeper.stopped_by(stop):
-                while not stop.is_set():
-                    started = loop.time()
-                    self.sleeper.before_look()
-                    pause = longest
-                    for dest in self.outbox.destinations:
-                        pause = min(pause, await self._lease(dest))
-                    if time.monotonic() - trimmed >= TRIM_INTERVAL:
-                        trimmed = time.monotonic()
-                        await self._trim()
-                    if pause <= 0:
-                        continue  # a full batch: more may be due
-                    await self.sleeper.pause(pause)
-                    await asyncio.sleep(max(0.0, started + BUSY_SLEEP - loop.time()))
+            await self.sleeper.run(stop, self._look, busy=BUSY_SLEEP)
         finally:
             await self._drain()
+
+    async def _look(self) -> float:
+        """Lease at every destination, trim when due; the seconds until the next look."""
+        pause = longest_sleep(self.rt.settings) if self.outbox.enabled else TRIM_INTERVAL
+        for dest in self.outbox.destinations:
+            pause = min(pause, await self._lease(dest))
+        if time.monotonic() - self._trimmed >= TRIM_INTERVAL:
+            self._trimmed = time.monotonic()
+            await self._trim()
+        return pause
 
     async def _lease(self, dest: ResultWebhook) -> float:
         """Lease what is due at one destination and start its deliveries; returns the seconds until it

@@ -64,19 +64,19 @@ class Pacer:
         self.sleeper = Sleeper()
 
     async def run(self, stop: asyncio.Event) -> None:
-        with self.sleeper.stopped_by(stop):
-            while not stop.is_set():
-                self.sleeper.before_look()
-                try:
-                    await self._housekeeping()
-                    _, delay = await self.tick()
-                except Exception:
-                    log.exception('pacer_tick_failed')
-                    delay = 1.0
-                    self._turned(redis_up=False)
-                else:
-                    self._turned(redis_up=True)
-                await self.sleeper.pause(delay)
+        await self.sleeper.run(stop, self._look)
+
+    async def _look(self) -> float:
+        """One tick (and housekeeping when due); the seconds until the next."""
+        try:
+            await self._housekeeping()
+            _, delay = await self.tick()
+        except Exception:
+            log.exception('pacer_tick_failed')
+            self._turned(redis_up=False)
+            return 1.0
+        self._turned(redis_up=True)
+        return delay
 
     def _turned(self, *, redis_up: bool) -> None:
         if self.rt.health is not None:

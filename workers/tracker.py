@@ -70,18 +70,7 @@ class CallTracker:
         self.sleeper = Sleeper()
 
     async def run(self, stop: asyncio.Event) -> None:
-        loop = asyncio.get_running_loop()
-        busy = self._busy_pause
-        with self.sleeper.stopped_by(stop):
-            while not stop.is_set():
-                started = loop.time()
-                pause = await self._look()
-                if pause <= 0:
-                    continue  # a full batch: more may be due
-                await self.sleeper.pause(pause)
-                # At most one look per `busy`: calls falling due one by one, and webhooks arriving one
-                # by one, are served together by the next look rather than by a look each.
-                await asyncio.sleep(max(0.0, started + busy - loop.time()))
+        await self.sleeper.run(stop, self._look, busy=self._busy_pause)
         await self._drain()
 
     @property
@@ -90,14 +79,14 @@ class CallTracker:
         return min(BUSY_SLEEP, self.rt.settings.poll_interval / 2)
 
     async def _look(self) -> float:
-        """Lease the due calls and start their polls; returns the seconds to sleep before the next look."""
+        """Lease the due calls and start their polls; returns the seconds to sleep before the next look
+        (0: a full batch, more may be due)."""
         settings = self.rt.settings
         busy = self._busy_pause
         room = settings.tracker_concurrency - len(self._tasks)
         limit = max(min(room, LEASE_BATCH), 0)
         members: list[str] = []
         next_due_ms: int | None = None
-        self.sleeper.before_look()
         if room > 0 or self._later:
             later, self._later = self._later, {}
             try:

@@ -30,7 +30,7 @@ import structlog
 
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Awaitable, Callable, Iterator
 
     from redis.asyncio import Redis
 
@@ -96,8 +96,23 @@ class Sleeper:
         finally:
             self.sleeping = False
 
+    async def run(self, stop: asyncio.Event, look: Callable[[], Awaitable[float]], busy: float = 0.0) -> None:
+        """A loop's life: ``look``, then sleep as long as it says (0 or less: look again at once), until
+        ``stop``. At most one look per ``busy`` seconds, so work falling due piece by piece (calls, webhooks,
+        events appended one by one) is served by one look rather than a look each."""
+        loop = asyncio.get_running_loop()
+        with self._stopped_by(stop):
+            while not stop.is_set():
+                started = loop.time()
+                self.before_look()
+                pause = await look()
+                if pause <= 0:
+                    continue
+                await self.pause(pause)
+                await asyncio.sleep(max(0.0, started + busy - loop.time()))
+
     @contextlib.contextmanager
-    def stopped_by(self, stop: asyncio.Event) -> Iterator[None]:
+    def _stopped_by(self, stop: asyncio.Event) -> Iterator[None]:
         """While in this block, setting ``stop`` also ends a pause (shutdown never waits for one)."""
         watch = asyncio.ensure_future(stop.wait())
         watch.add_done_callback(lambda _: self.wake())
