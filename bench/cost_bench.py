@@ -27,6 +27,13 @@ Targets: <= 3x the baseline with webhooks, <= 5x without; <= 4 ms per completed 
 webhooks; rate script runs per created call <= 1.2; arq pickups per call <= 2. ``--repeat N`` runs
 everything N times, interleaved, and gives the verdicts on the medians too (the figures of a VM move
 by +-15 % from one run to the next).
+
+Floor, after the warm 2-minute run with webhooks (the absolute target's scenario; ``--no-floor`` skips
+it): the same bare arq job, polling like a dialer worker (every 0.2 s), making exactly the Ultravox
+requests that run made per call (the create, its GETs of the call and of the messages; the simulator
+ends and bills each call at once, so the reads parse what the dialer's parse) through the client the
+dialer must use (httpx over ``dialer.http``), plus that run's webhook receiver CPU. What a dialer
+spends above it is its coordination: fleet-wide limits, records, tracking, retries.
 """
 
 from __future__ import annotations
@@ -43,11 +50,15 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import benchlib
 import psutil
 import redis
+
+
+if TYPE_CHECKING:
+    import httpx
 
 
 TALKS = {'30s': 30, '2min': 120}
@@ -272,13 +283,33 @@ def ours(url: str, work: Path, args: argparse.Namespace, talk: int, *, webhooks:
 # --- the baseline: a bare arq job that creates a call and reads it once, with aiohttp ------------------
 
 
-def baseline(url: str, args: argparse.Namespace, talk: int) -> Figures:
+@dataclass(frozen=True)
+class RequestPattern:
+    """The Ultravox requests one dialer call made (per completed call, from a measured run)."""
+
+    gets: float
+    messages: float
+
+    def label(self) -> str:
+        return f'1 create, {self.gets:.2f} GETs of the call, {self.messages:.2f} messages GETs'
+
+
+def baseline(url: str, args: argparse.Namespace, talk: int, pattern: RequestPattern | None = None) -> Figures:
+    """The baseline; with a ``pattern``, the floor: the same bare job making the dialer's requests
+    through the client the dialer must use (httpx over ``dialer.http``), with no coordination at all."""
     from simulator.testing import running_simulator  # noqa: PLC0415
 
     client = redis.Redis.from_url(url, decode_responses=True)
     client.flushdb()
-    with running_simulator(**simulator_config(talk, args.time_scale, None)) as sim:
+    config = simulator_config(talk, args.time_scale, None)
+    if pattern is not None:
+        # calls that end and are billed at once: the floor's reads parse what the dialer's parse (an
+        # ended, billed call), without a job waiting for the end (arq re-checks running jobs it holds)
+        config.update(talk_min=0, talk_max=0, billing_delay=0)
+    with running_simulator(**config) as sim:
         env = {**os.environ, 'COST_BENCH_BASE_URL': sim.base_url, 'COST_BENCH_REDIS_URL': url}
+        if pattern is not None:
+            env.update(COST_BENCH_GETS=str(pattern.gets), COST_BENCH_MESSAGES=str(pattern.messages))
         worker = subprocess.Popen([sys.executable, __file__, '--baseline-worker'], env=env)
         try:
             wait_idle([worker.pid])
@@ -296,7 +327,10 @@ def baseline(url: str, args: argparse.Namespace, talk: int) -> Figures:
             worker.wait(timeout=30)
     client.flushdb()
     client.close()
-    return Figures('baseline, bare arq + aiohttp POST + GET', args.calls, cpu, seconds, {}, 0, 0)
+    if pattern is None:
+        return Figures('baseline, bare arq + aiohttp POST + GET', args.calls, cpu, seconds, {}, 0, 0)
+    name = f'floor, bare arq + httpx over dialer.http making the same requests ({pattern.label()})'
+    return Figures(name, args.calls, cpu, seconds, {}, 0, 0)
 
 
 async def _enqueue_spaced(url: str, calls: int, cps: float) -> None:
@@ -353,13 +387,40 @@ def baseline_worker() -> None:
             await response.json()
         await ctx['redis'].incr('bench:done')
 
+    pattern = os.environ.get('COST_BENCH_GETS'), os.environ.get('COST_BENCH_MESSAGES')
+
+    async def floor_startup(ctx: dict[str, Any]) -> None:
+        from dialer.http import async_client  # noqa: PLC0415
+
+        ctx['http'] = async_client(base_url=base_url, headers=headers)
+
+    async def floor_shutdown(ctx: dict[str, Any]) -> None:
+        await ctx['http'].aclose()
+
+    def times(per_call: float, index: int) -> int:
+        """Whole requests for this job, so that the jobs together make ``per_call`` each on average."""
+        return int(per_call * (index + 1)) - int(per_call * index)
+
+    async def floor_job(ctx: dict[str, Any], index: int) -> None:
+        http: httpx.AsyncClient = ctx['http']
+        payload = {**body, 'metadata': {**body['metadata'], 'attempt_id': f'baseline:{index}:1'}}
+        call_path = f'/api/calls/{(await http.post(path, json=payload)).json()["callId"]}'
+        for _ in range(times(float(pattern[0] or 0), index)):
+            (await http.get(call_path)).json()
+        for _ in range(times(float(pattern[1] or 0), index)):
+            (await http.get(f'{call_path}/messages')).json()
+        await ctx['redis'].incr('bench:done')
+
+    floor = pattern[0] is not None
     worker = Worker(
-        functions=[func(create_and_get, name='create_and_get', keep_result=0)],
+        functions=[func(floor_job if floor else create_and_get, name='create_and_get', keep_result=0)],
         redis_settings=RedisSettings.from_dsn(url),
-        on_startup=startup,
-        on_shutdown=shutdown,
+        on_startup=floor_startup if floor else startup,
+        on_shutdown=floor_shutdown if floor else shutdown,
         max_jobs=200,
-        poll_delay=0.02,
+        # the floor polls like a dialer worker (DIALER_WORKER_POLL_DELAY's default): a job starts up to
+        # 0.2 s late, but the floor is not charged for the baseline's 50 polls a second
+        poll_delay=0.2 if floor else 0.02,
         keep_result=0,
     )
     worker.run()
@@ -413,6 +474,9 @@ def main() -> None:
     parser.add_argument(
         '--repeat', type=int, default=1, help='rounds (baseline + every scenario each); >1 also prints medians'
     )
+    parser.add_argument(
+        '--no-floor', action='store_true', help='skip the floor run after the warm 2-minute run with webhooks'
+    )
     parser.add_argument('--redis-url', default=None, help='default: a private redis-server on a free port')
     parser.add_argument('--baseline-worker', action='store_true', help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -422,6 +486,8 @@ def main() -> None:
     benchlib.print_machine()
     #: each run's ms per call and, for ours, its ratio to the baseline of the same round
     rounds: dict[str, list[tuple[float, float]]] = {}
+    #: each round's floor for the absolute target's scenario, with the receiver's CPU added
+    floors: list[float] = []
     with tempfile.TemporaryDirectory(prefix='cost-bench-') as tmp, benchlib.redis_server(args.redis_url) as url:
         work = Path(tmp)
         for round_number in range(1, args.repeat + 1):
@@ -437,8 +503,12 @@ def main() -> None:
                 ratio = figures.ms_per_call / base.ms_per_call
                 verdicts(figures.ms_per_call, ratio, talk=talk, webhooks=webhooks)
                 rounds.setdefault(figures.name, []).append((figures.ms_per_call, ratio))
+                if webhooks and warm and talk == TALKS['2min'] and not args.no_floor:
+                    floors.append(report_floor(url, args, figures))
     if args.repeat > 1:
         report_medians(rounds, args)
+        if floors:
+            print(f'floor + receiver (median): {statistics.median(floors):.2f} ms/call')
     benchlib.print_machine()
 
 
@@ -451,6 +521,26 @@ def scenarios(args: argparse.Namespace) -> list[tuple[int, bool, bool]]:
     if args.warm_only:
         runs = [run for run in runs if run[1] or not run[0]]
     return [(TALKS[label], webhooks, warm) for label in args.talks.split(',') for webhooks, warm in runs]
+
+
+def report_floor(url: str, args: argparse.Namespace, ours_figures: Figures) -> float:
+    """The least the absolute target's scenario can cost with the libraries the dialer must use: the
+    requests this run made per call, from a bare arq job through httpx over ``dialer.http`` (no Redis
+    coordination, no tracking, no recording), plus the webhook receiver's CPU per call of this run.
+    Returns that sum in ms per call."""
+    requests, calls = ours_figures.requests or {}, max(ours_figures.calls, 1)
+    pattern = RequestPattern(requests.get('get_call', 0) / calls, requests.get('list_messages', 0) / calls)
+    figures = baseline(url, args, TALKS['2min'], pattern)
+    receiver_ms = ours_figures.receiver_cpu / calls * 1000
+    total = figures.ms_per_call + receiver_ms
+    report(figures, None, figures.calls)
+    print(
+        f'  + the webhook receiver of the run above ({receiver_ms:.2f} ms) = {total:.2f} ms per call, before any '
+        f'coordination; the run above spent {ours_figures.ms_per_call - total:.2f} ms more '
+        f'({ours_figures.ms_per_call:.2f} ms); the {TARGET_ABSOLUTE_MS:g}-ms target is '
+        f'{"above" if total < TARGET_ABSOLUTE_MS else "BELOW"} this floor'
+    )
+    return total
 
 
 def verdicts(ms_per_call: float, ratio: float, *, talk: int, webhooks: bool) -> None:
