@@ -322,9 +322,12 @@ def baseline(url: str, args: argparse.Namespace, talk: int, pattern: RequestPatt
             started = time.monotonic()
             asyncio.run(_enqueue_spaced(url, args.calls, args.cps))
             counters = ['bench:done', 'bench:delivered'][: len(processes)]
+            deadline = started + 120 + args.calls / args.cps
             while any(int(client.get(counter) or 0) < args.calls for counter in counters):
                 if any(process.poll() is not None for process in processes):
                     raise SystemExit('a baseline process stopped')
+                if time.monotonic() > deadline:
+                    raise SystemExit(f'the baseline did not finish its {args.calls} calls (a job failed?)')
                 time.sleep(0.1)
             seconds = time.monotonic() - started
             cpu = cpu_of(pids) - before
@@ -461,11 +464,12 @@ def baseline_worker() -> None:
     async def floor_job(ctx: dict[str, Any], index: int) -> None:
         http: httpx.AsyncClient = ctx['http']
         payload = {**body, 'metadata': {**body['metadata'], 'attempt_id': f'baseline:{index}:1'}}
-        call_path = f'/api/calls/{(await http.post(path, json=payload)).json()["callId"]}'
+        # raise_for_status: a refused request would make the floor cheaper than the work it stands for
+        call_path = f'/api/calls/{(await http.post(path, json=payload)).raise_for_status().json()["callId"]}'
         for _ in range(times(float(pattern[0] or 0), index)):
-            (await http.get(call_path)).json()
+            (await http.get(call_path)).raise_for_status().json()
         for _ in range(times(float(pattern[1] or 0), index)):
-            (await http.get(f'{call_path}/messages')).json()
+            (await http.get(f'{call_path}/messages')).raise_for_status().json()
         await ctx['redis'].incr('bench:done')
 
     floor = pattern[0] is not None
