@@ -390,24 +390,34 @@ def bare_receiver(port: int) -> None:
     """The least a receiver of ``call.ended`` webhooks must do: read the body, check its HMAC signature
     and parse it, then hand it on with one Redis write. uvicorn with httptools and uvloop, Starlette,
     redis-py: the stack ``dialer webhooks`` runs on."""
-    import hashlib  # noqa: PLC0415
-    import hmac  # noqa: PLC0415
+    from datetime import UTC, datetime  # noqa: PLC0415
 
     import redis.asyncio  # noqa: PLC0415
     import uvicorn  # noqa: PLC0415
+    from pydantic import SecretStr  # noqa: PLC0415
     from starlette.applications import Starlette  # noqa: PLC0415
     from starlette.responses import Response  # noqa: PLC0415
     from starlette.routing import Route  # noqa: PLC0415
 
+    from dialer.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookRejected, verify_webhook  # noqa: PLC0415
+
     store = redis.asyncio.Redis.from_url(os.environ['COST_BENCH_REDIS_URL'])
-    secret = benchlib.WEBHOOK_SECRET.encode()
+    secrets = [SecretStr(benchlib.WEBHOOK_SECRET)]
 
     async def delivery(request: Any) -> Response:
         body = await request.body()
-        timestamp = request.headers.get('X-Ultravox-Webhook-Timestamp', '')
-        expected = hmac.new(secret, body + timestamp.encode(), hashlib.sha256).hexdigest()
-        signatures = request.headers.get('X-Ultravox-Webhook-Signature', '').split(',')
-        if not any(hmac.compare_digest(expected, signature.strip()) for signature in signatures):
+        headers = request.headers
+        try:
+            # the signature and freshness check every receiver owes (../shared/ultravox/NOTES.md)
+            verify_webhook(
+                body,
+                headers.get(TIMESTAMP_HEADER),
+                headers.get(SIGNATURE_HEADER),
+                secrets,
+                now=datetime.now(UTC),
+                max_age=60,
+            )
+        except WebhookRejected:
             return Response(status_code=401)
         json.loads(body)
         await store.incr('bench:delivered')
@@ -447,7 +457,8 @@ def baseline_worker() -> None:
             await response.json()
         await ctx['redis'].incr('bench:done')
 
-    pattern = os.environ.get('COST_BENCH_GETS'), os.environ.get('COST_BENCH_MESSAGES')
+    floor = 'COST_BENCH_GETS' in os.environ
+    gets, messages = (float(os.environ.get(name, '0')) for name in ('COST_BENCH_GETS', 'COST_BENCH_MESSAGES'))
 
     async def floor_startup(ctx: dict[str, Any]) -> None:
         from dialer.http import async_client  # noqa: PLC0415
@@ -466,13 +477,12 @@ def baseline_worker() -> None:
         payload = {**body, 'metadata': {**body['metadata'], 'attempt_id': f'baseline:{index}:1'}}
         # raise_for_status: a refused request would make the floor cheaper than the work it stands for
         call_path = f'/api/calls/{(await http.post(path, json=payload)).raise_for_status().json()["callId"]}'
-        for _ in range(times(float(pattern[0] or 0), index)):
+        for _ in range(times(gets, index)):
             (await http.get(call_path)).raise_for_status().json()
-        for _ in range(times(float(pattern[1] or 0), index)):
+        for _ in range(times(messages, index)):
             (await http.get(f'{call_path}/messages')).raise_for_status().json()
         await ctx['redis'].incr('bench:done')
 
-    floor = pattern[0] is not None
     worker = Worker(
         functions=[func(floor_job if floor else create_and_get, name='create_and_get', keep_result=0)],
         redis_settings=RedisSettings.from_dsn(url),
